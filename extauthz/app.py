@@ -1,0 +1,145 @@
+"""Build the service once, run it, stop it cleanly: gRPC (Check + health) and HTTP admin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from extauthz.admin import build_admin_app
+from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.jwks import KeyStore
+from extauthz.authn.jwks_fetcher import DEFAULT_REFRESH_SECONDS, JwksFetcher
+from extauthz.config.parse import ConfigError
+from extauthz.config.store import ConfigStore
+from extauthz.config.workload import Workload
+from extauthz.grpc_service import AuthorizationService
+from extauthz.metrics import Metrics
+
+log = logging.getLogger(__name__)
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_paths: tuple[str, ...]
+    grpc_addr: str = "0.0.0.0:9000"
+    http_addr: str = "0.0.0.0:9090"
+    workload: Workload = Workload("default")
+    root_namespace: str = "istio-system"
+    jwks_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    drain_seconds: float = 5.0
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """`host:port`, `[::1]:port` or `:port` -> (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{addr!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = ConfigStore(settings.config_paths, settings.workload, settings.root_namespace)
+        self.keys = KeyStore()
+        self.fetcher = JwksFetcher(
+            self.keys,
+            settings.jwks_refresh_seconds,
+            on_result=lambda uri, result: self.metrics.jwks_fetches.labels(result).inc(),
+        )
+        self.health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._is_serving = False
+        self._stopped = asyncio.Event()
+
+    def load_config(self) -> None:
+        """Load or reload; on error the last good configuration keeps serving."""
+        try:
+            snapshot = self.store.load()
+        except ConfigError:
+            self.metrics.config_reloads.labels("error").inc()
+            raise
+        self.metrics.config_reloads.labels("ok").inc()
+        self.metrics.config_generation.set(snapshot.generation)
+        log.info(
+            "configuration generation %d for workload %s: %s",
+            snapshot.generation,
+            snapshot.workload,
+            ", ".join(snapshot.applied) or "no resource applies",
+        )
+
+    async def reload(self) -> None:
+        try:
+            self.load_config()
+        except ConfigError as exc:
+            log.error("configuration rejected, still serving generation %s: %s",
+                      self.store.current.generation if self.store.is_loaded else "none", exc)  # fmt: skip
+            return
+        await self.fetcher.track(self.store.current.jwks_uris)
+
+    async def start(self) -> None:
+        self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
+        await self.fetcher.track(self.store.current.jwks_uris)
+
+        server = grpc.aio.server()
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationService(self.store, self.keys, self.metrics, VerifiedTokenCache()), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        host, port = split_addr(self.settings.grpc_addr)
+        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if not bound:
+            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
+        await server.start()
+        self._grpc = server
+
+        runner = web.AppRunner(
+            build_admin_app(self.store, self.keys, self.metrics, lambda: self._is_serving),
+            access_log=None,
+        )
+        await runner.setup()
+        http_host, http_port = split_addr(self.settings.http_addr)
+        await web.TCPSite(runner, http_host, http_port).start()
+        self._http = runner
+
+        self._is_serving = True
+        for service in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving Check on %s, HTTP on %s", self.settings.grpc_addr, self.settings.http_addr)
+
+    async def stop(self) -> None:
+        """Report not-serving, let in-flight Checks finish within the drain period, close."""
+        self._is_serving = False
+        for service in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.drain_seconds)
+        await self.fetcher.close()
+        if self._http is not None:
+            await self._http.cleanup()
+        self._stopped.set()
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.start()
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()
+
+
+async def serve(settings: Settings) -> None:
+    await Service(settings).run_until_signalled()

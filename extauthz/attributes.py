@@ -1,0 +1,65 @@
+"""What we know about one request: plain, immutable values taken from Envoy's CheckRequest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from urllib.parse import parse_qsl
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttributes:
+    method: str = "GET"
+    host: str = ""
+    path: str = "/"  # without query or fragment
+    query: str = ""  # raw query string, without the '?'
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # lower-case names
+    scheme: str = "http"
+    source_ip: str = ""
+    source_port: int = 0
+    destination_ip: str = ""
+    destination_port: int = 0
+    source_principal: str = ""  # the peer certificate's URI SAN, e.g. spiffe://td/ns/foo/sa/bar
+    sni: str = ""
+    request_id: str = ""
+    context_extensions: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    _params: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def original_path(self) -> str:
+        """The path as the client sent it, query included (Envoy's buildOriginalUri uses it)."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    def query_params(self) -> list[tuple[str, str]]:
+        """Decoded query parameters in order; parsed on first use only."""
+        if self._params is None:
+            object.__setattr__(self, "_params", parse_qsl(self.query, keep_blank_values=True))
+        assert self._params is not None
+        return self._params
+
+    def query_param(self, name: str) -> str | None:
+        for key, value in self.query_params():
+            if key == name:
+                return value
+        return None
+
+    def cookie(self, name: str) -> str | None:
+        raw = self.headers.get("cookie")
+        if not raw:
+            return None
+        for part in raw.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value.strip('"')
+        return None
+
+
+def split_path(raw_path: str) -> tuple[str, str]:
+    """`/a/b?x=1#f` -> (`/a/b`, `x=1`): Istio matches paths without query and fragment."""
+    path, _, rest = raw_path.partition("?")
+    path = path.partition("#")[0]
+    query = rest.partition("#")[0]
+    return path or "/", query

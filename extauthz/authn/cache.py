@@ -1,0 +1,40 @@
+"""Tokens whose signature has been verified, so a repeated token costs a dict lookup.
+
+An entry is tied to the exact key set object that verified it: when a JWKS is replaced,
+its old entries stop matching. Time, issuer and audience are still checked on every use.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from extauthz.authn.jwt import Jwt
+from extauthz.authn.keys import KeySet
+
+DEFAULT_CACHE_SIZE = 10_000
+
+
+class VerifiedTokenCache:
+    def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[KeySet, Jwt]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, token: str, keys: KeySet) -> Jwt | None:
+        entry = self._entries.get(token)
+        if entry is None or entry[0] is not keys:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(token)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, token: str, keys: KeySet, jwt: Jwt) -> None:
+        self._entries[token] = (keys, jwt)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,174 @@
+"""Parse a compact JWS into a `Jwt`, in the order and with the statuses of Envoy's parser.
+
+Only the structure is read here; nothing is trusted until `verify` has checked the signature
+and `authenticate` the claims.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from extauthz.authn.status import JwtStatus
+
+# Algorithms Envoy's jwt_verify implements (isImplemented in jwt.cc); anything else, `none`
+# included, is JwtHeaderNotImplementedAlg.
+IMPLEMENTED_ALGS = frozenset(
+    {
+        "ES256", "ES384", "ES512",
+        "HS256", "HS384", "HS512",
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "EdDSA",
+    }
+)  # fmt: skip
+
+_B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_MAX_INT64 = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Jwt:
+    token: str
+    alg: str
+    kid: str
+    header: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    iss: str
+    sub: str
+    audiences: tuple[str, ...]
+    exp: int  # 0 when absent, as in Envoy
+    nbf: int  # 0 when absent
+    signing_input: bytes
+    signature: bytes
+
+
+def b64url_decode(segment: str) -> bytes | None:
+    """Strict base64url: the URL alphabet only, optional trailing padding; None when invalid."""
+    data = segment.encode("ascii", "replace").rstrip(b"=")
+    if not _B64URL_ALPHABET.issuperset(data) or len(data) % 4 == 1:
+        return None
+    padded = data.translate(_URL_TO_STD) + b"=" * (-len(data) % 4)
+    try:
+        return binascii.a2b_base64(padded, strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int_claim(
+    payload: Mapping[str, Any], name: str, not_int: JwtStatus, out_of_range: JwtStatus
+) -> int | JwtStatus:
+    value = payload.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return not_int
+    if value < 0 or value > _MAX_INT64:
+        return out_of_range
+    return int(value)
+
+
+def _audiences(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return None
+
+
+def parse_jwt(token: str) -> Jwt | JwtStatus:
+    """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return."""
+    if token.count(".") != 2:
+        return JwtStatus.JwtBadFormat
+    parts = [part for part in token.split(".") if part]
+    if len(parts) != 3:
+        return JwtStatus.JwtBadFormat
+    header_b64, payload_b64, signature_b64 = parts
+
+    header_raw = b64url_decode(header_b64)
+    if header_raw is None:
+        return JwtStatus.JwtHeaderParseErrorBadBase64
+    header = _json_object(header_raw)
+    if header is None:
+        return JwtStatus.JwtHeaderParseErrorBadJson
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        return JwtStatus.JwtHeaderBadAlg
+    if alg not in IMPLEMENTED_ALGS:
+        return JwtStatus.JwtHeaderNotImplementedAlg
+    kid = header.get("kid", "")
+    if not isinstance(kid, str):
+        return JwtStatus.JwtHeaderBadKid
+
+    payload_raw = b64url_decode(payload_b64)
+    if payload_raw is None:
+        return JwtStatus.JwtPayloadParseErrorBadBase64
+    payload = _json_object(payload_raw)
+    if payload is None:
+        return JwtStatus.JwtPayloadParseErrorBadJson
+    iss = payload.get("iss", "")
+    if not isinstance(iss, str):
+        return JwtStatus.JwtPayloadParseErrorIssNotString
+    sub = payload.get("sub", "")
+    if not isinstance(sub, str):
+        return JwtStatus.JwtPayloadParseErrorSubNotString
+    times: dict[str, int] = {}
+    for name, not_int, out_of_range in (
+        ("iat", JwtStatus.JwtPayloadParseErrorIatNotInteger, JwtStatus.JwtPayloadParseErrorIatOutOfRange),
+        ("nbf", JwtStatus.JwtPayloadParseErrorNbfNotInteger, JwtStatus.JwtPayloadParseErrorNbfOutOfRange),
+        ("exp", JwtStatus.JwtPayloadParseErrorExpNotInteger, JwtStatus.JwtPayloadParseErrorExpOutOfRange),
+    ):  # fmt: skip
+        parsed = _int_claim(payload, name, not_int, out_of_range)
+        if isinstance(parsed, JwtStatus):
+            return parsed
+        times[name] = parsed
+    if not isinstance(payload.get("jti", ""), str):
+        return JwtStatus.JwtPayloadParseErrorJtiNotString
+    audiences = _audiences(payload.get("aud"))
+    if audiences is None:
+        return JwtStatus.JwtPayloadParseErrorAudNotString
+
+    signature = b64url_decode(signature_b64)
+    if signature is None:
+        return JwtStatus.JwtSignatureParseErrorBadBase64
+    return Jwt(
+        token=token,
+        alg=alg,
+        kid=kid,
+        header=header,
+        payload=payload,
+        iss=iss,
+        sub=sub,
+        audiences=audiences,
+        exp=times["exp"],
+        nbf=times["nbf"],
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+    )
+
+
+def check_time(jwt: Jwt, now: int, clock_skew: int = 60) -> JwtStatus:
+    """Envoy's `verifyTimeConstraint`: nbf first, then exp, both with the clock skew."""
+    if now + clock_skew < jwt.nbf:
+        return JwtStatus.JwtNotYetValid
+    if jwt.exp and now > jwt.exp + clock_skew:
+        return JwtStatus.JwtExpired
+    return JwtStatus.Ok

@@ -1,0 +1,51 @@
+"""Check a parsed JWT's signature against a key set, as jwt_verify_lib's key loop does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from extauthz.authn.jwt import Jwt
+from extauthz.authn.keys import KeySet
+from extauthz.authn.status import JwtStatus
+
+# One PyJWT algorithm object per JWS alg name, built once. `none` is never among them.
+_ALGORITHMS: dict[str, Algorithm] = {
+    name: algorithm for name, algorithm in get_default_algorithms().items() if name != "none"
+}
+_ED25519_SIGNATURE_LENGTH = 64
+
+
+def _signature_is_valid(algorithm: Algorithm, jwt: Jwt, key: Any) -> bool:
+    try:
+        return bool(algorithm.verify(jwt.signing_input, key, jwt.signature))
+    except Exception:  # a malformed signature or a key of the wrong curve is just "invalid"
+        return False
+
+
+def verify_signature(jwt: Jwt, keys: KeySet) -> JwtStatus:
+    """Ok, JwtVerificationFail, or JwksKidAlgMismatch when no key fits the token's kid/alg.
+
+    Like `verifyJwtWithoutTimeChecking`: a key is a candidate unless both it and the token name
+    a kid and they differ, or the key names an alg other than the token's. Unlike Envoy, a key
+    is only tried with algorithms of its own type, so an HS256 token is never checked against
+    an RSA or EC key (the algorithm-confusion attack), nor an RS256 token against an HMAC key.
+    """
+    algorithm = _ALGORITHMS.get(jwt.alg)
+    if algorithm is None:
+        return JwtStatus.JwtHeaderNotImplementedAlg
+    kid_alg_matched = False
+    for jwk in keys.keys:
+        if jwt.kid and jwk.kid and jwk.kid != jwt.kid:
+            continue
+        if jwk.alg and jwk.alg != jwt.alg:
+            continue
+        kid_alg_matched = True
+        if not jwk.can_verify(jwt.alg):
+            continue
+        if jwk.kty == "OKP" and len(jwt.signature) != _ED25519_SIGNATURE_LENGTH:
+            return JwtStatus.JwtEd25519SignatureWrongLength
+        if _signature_is_valid(algorithm, jwt, jwk.key):
+            return JwtStatus.Ok
+    return JwtStatus.JwtVerificationFail if kid_alg_matched else JwtStatus.JwksKidAlgMismatch

@@ -1,0 +1,109 @@
+"""Istio's order of evaluation: DENY first, then ALLOW; AUDIT and dry-run are only reported."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from extauthz.attributes import RequestAttributes
+from extauthz.authn.result import AuthnResult
+from extauthz.authz.rules import CompiledRule, compile_rule
+from extauthz.config.parse import ConfigError
+from extauthz.config.resources import AuthorizationPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    ref: str  # namespace/name
+    action: str
+    is_dry_run: bool
+    rules: tuple[CompiledRule, ...]
+
+    def first_match(self, attrs: RequestAttributes, authn: AuthnResult) -> int | None:
+        """The index of the first matching rule; a policy without rules matches nothing."""
+        for rule in self.rules:
+            if rule.matches(attrs, authn):
+                return rule.index
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMatch:
+    policy: str
+    action: str
+    rule: int
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.policy} rules[{self.rule}]"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzVerdict:
+    is_allowed: bool
+    reason: str
+    policy: str = ""
+    rule: int | None = None
+    audits: tuple[PolicyMatch, ...] = ()
+    dry_run: tuple[PolicyMatch, ...] = ()  # what dry-run policies would have done
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicies:
+    deny: tuple[CompiledPolicy, ...] = ()
+    allow: tuple[CompiledPolicy, ...] = ()
+    audit: tuple[CompiledPolicy, ...] = ()
+    dry_run: tuple[CompiledPolicy, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.deny) + len(self.allow) + len(self.audit) + len(self.dry_run)
+
+
+def compile_policies(policies: Iterable[AuthorizationPolicy]) -> CompiledPolicies:
+    groups: dict[str, list[CompiledPolicy]] = {"DENY": [], "ALLOW": [], "AUDIT": [], "DRY": []}
+    for policy in policies:
+        if policy.action == "CUSTOM":
+            # We are the external authorizer: a CUSTOM policy delegates to some other one,
+            # which this service cannot call. It is loaded (and reported) but not enforced.
+            continue
+        try:
+            rules = tuple(compile_rule(rule, index) for index, rule in enumerate(policy.rules))
+        except ConfigError as exc:
+            raise ConfigError(f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}") from exc
+        compiled = CompiledPolicy(policy.meta.ref, policy.action, policy.is_dry_run, rules)
+        groups["DRY" if policy.is_dry_run else policy.action].append(compiled)
+    return CompiledPolicies(
+        tuple(groups["DENY"]), tuple(groups["ALLOW"]), tuple(groups["AUDIT"]), tuple(groups["DRY"])
+    )
+
+
+def _matches(
+    policies: Iterable[CompiledPolicy], attrs: RequestAttributes, authn: AuthnResult
+) -> tuple[PolicyMatch, ...]:
+    found = []
+    for policy in policies:
+        rule = policy.first_match(attrs, authn)
+        if rule is not None:
+            found.append(PolicyMatch(policy.ref, policy.action, rule))
+    return tuple(found)
+
+
+def evaluate(
+    policies: CompiledPolicies, attrs: RequestAttributes, authn: AuthnResult
+) -> AuthzVerdict:
+    audits = _matches(policies.audit, attrs, authn) if policies.audit else ()
+    dry_run = _matches(policies.dry_run, attrs, authn) if policies.dry_run else ()
+    for policy in policies.deny:
+        rule = policy.first_match(attrs, authn)
+        if rule is not None:
+            return AuthzVerdict(
+                False, f"denied by DENY policy {policy.ref}", policy.ref, rule, audits, dry_run
+            )
+    if not policies.allow:
+        return AuthzVerdict(True, "no ALLOW policy applies", audits=audits, dry_run=dry_run)
+    for policy in policies.allow:
+        rule = policy.first_match(attrs, authn)
+        if rule is not None:
+            return AuthzVerdict(
+                True, f"allowed by ALLOW policy {policy.ref}", policy.ref, rule, audits, dry_run
+            )
+    return AuthzVerdict(False, "no ALLOW policy matched", audits=audits, dry_run=dry_run)

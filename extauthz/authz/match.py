@@ -1,0 +1,99 @@
+"""Compiled value matchers with Istio's string syntax: exact, `prefix*`, `*suffix`, `*`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from extauthz.config.parse import ConfigError
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class StringMatcher:
+    """Matches a value against a list of Istio patterns; an absent value never matches.
+
+    `*` alone matches any non-empty value (Istio compiles it to the regex `.+`), so
+    `notRequestPrincipals: ["*"]` means "no request principal".
+    """
+
+    __slots__ = ("_exact", "_ignore_case", "_is_presence", "_prefixes", "_regexes", "_suffixes")
+
+    def __init__(
+        self, patterns: Iterable[str], *, ignore_case: bool = False, templates: bool = False
+    ) -> None:
+        fold = str.lower if ignore_case else str
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        regexes: list[re.Pattern[str]] = []
+        self._is_presence = False
+        for pattern in patterns:
+            if pattern == "*":
+                self._is_presence = True
+            elif templates and "{" in pattern:
+                regexes.append(_path_template(pattern))
+            elif pattern.startswith("*"):
+                suffixes.append(fold(pattern[1:]))
+            elif pattern.endswith("*"):
+                prefixes.append(fold(pattern[:-1]))
+            else:
+                exact.add(fold(pattern))
+        self._ignore_case = ignore_case
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+        self._suffixes = tuple(suffixes)
+        self._regexes = tuple(regexes)
+
+    def matches(self, value: str | None) -> bool:
+        if not value:
+            return False
+        if self._is_presence:
+            return True
+        if self._ignore_case:
+            value = value.lower()
+        return (
+            value in self._exact
+            or (bool(self._prefixes) and value.startswith(self._prefixes))
+            or (bool(self._suffixes) and value.endswith(self._suffixes))
+            or any(regex.fullmatch(value) for regex in self._regexes)
+        )
+
+    def matches_any(self, values: Iterable[str]) -> bool:
+        return any(self.matches(value) for value in values)
+
+
+def _path_template(pattern: str) -> re.Pattern[str]:
+    """Istio's path templates: `{*}` is one path segment, `{**}` any number of them (last)."""
+    parts = re.split(r"(\{\*\*\}|\{\*\})", pattern)
+    regex = "".join(
+        "[^/]+" if part == "{*}" else ".+" if part == "{**}" else re.escape(part) for part in parts
+    )
+    if "{" in re.sub(r"\{\*\*?\}", "", pattern):
+        raise ConfigError(f"path template {pattern!r}: only {{*}} and {{**}} are supported")
+    return re.compile(regex)
+
+
+class IpMatcher:
+    """Matches an address against CIDRs or single addresses (IPv4 and IPv6)."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, blocks: Iterable[str]) -> None:
+        networks: list[IpNetwork] = []
+        for block in blocks:
+            try:
+                networks.append(ipaddress.ip_network(block, strict=False))
+            except ValueError as exc:
+                raise ConfigError(f"{block!r} is not an IP address or CIDR block") from exc
+        self._networks = tuple(networks)
+
+    def matches(self, value: str | None) -> bool:
+        if not value:
+            return False
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)

@@ -1,0 +1,149 @@
+"""Command line: `extauthz serve | validate | demo`. Errors are one line, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from extauthz import __version__
+from extauthz.config.parse import ConfigError
+
+SERVE_EXAMPLES = """
+examples:
+  # sidecar: protect the httpbin workload in namespace foo
+  extauthz serve --config policies/ --namespace foo --labels app=httpbin \\
+      --grpc-addr 127.0.0.1:9000 --http-addr 127.0.0.1:9090
+  # gateway: the workload is the ingress gateway in the root namespace
+  extauthz serve --config gateway-policies.yaml --namespace istio-system \\
+      --labels app=istio-ingressgateway
+"""
+
+
+def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", default="default", help="namespace of the protected workload")
+    parser.add_argument("--labels", default="", help="labels of the workload: k=v[,k=v]")
+    parser.add_argument(
+        "--root-namespace", default="istio-system", help="Istio's root namespace (mesh-wide policies)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="extauthz",
+        description="Envoy ext_authz service enforcing Istio RequestAuthentication and "
+        "AuthorizationPolicy YAML.",
+    )
+    parser.add_argument("--version", action="version", version=f"extauthz {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the ext_authz gRPC service",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config", action="append", required=True, metavar="PATH",
+        help="Istio YAML file or directory of *.yaml/*.yml (repeatable)",
+    )  # fmt: skip
+    serve.add_argument("--grpc-addr", default="0.0.0.0:9000", help="HOST:PORT for Check and gRPC health")
+    serve.add_argument("--http-addr", default="0.0.0.0:9090", help="HOST:PORT for /healthz /readyz /metrics")
+    serve.add_argument(
+        "--jwks-refresh", type=float, default=None, metavar="SECONDS",
+        help="how often to refetch every jwksUri (default: Istio's 20 minutes)",
+    )  # fmt: skip
+    _add_workload_flags(serve)
+
+    validate = commands.add_parser("validate", help="check Istio YAML the way `serve` loads it")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+
+    demo = commands.add_parser(
+        "demo", help="run Envoy + extauthz + upstreams on loopback and show Istio's sample matrix"
+    )
+    demo.add_argument("--once", action="store_true", help="print the matrix and exit (no serving)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from extauthz.app import Settings, serve, split_addr
+    from extauthz.config.workload import Workload, parse_labels
+
+    try:
+        split_addr(args.grpc_addr)
+        split_addr(args.http_addr)
+        workload = Workload(args.namespace, parse_labels(args.labels))
+    except ValueError as exc:
+        print(f"extauthz: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings(
+        config_paths=tuple(args.config),
+        grpc_addr=args.grpc_addr,
+        http_addr=args.http_addr,
+        workload=workload,
+        root_namespace=args.root_namespace,
+    )
+    if args.jwks_refresh:
+        settings = Settings(**{**_fields(settings), "jwks_refresh_seconds": args.jwks_refresh})
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"extauthz: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"extauthz: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fields(settings: object) -> dict[str, object]:
+    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from extauthz.authz.evaluate import compile_policies
+    from extauthz.config.parse import load_config
+
+    try:
+        config = load_config(args.paths)
+        compile_policies(config.authorization_policies)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for policy in config.authorization_policies:
+        if policy.action == "CUSTOM":
+            print(
+                f"warning: {policy.origin}: AuthorizationPolicy {policy.meta.ref}: action CUSTOM "
+                "delegates to another authorizer; extauthz loads it but does not enforce it",
+                file=sys.stderr,
+            )
+    print(
+        f"ok: {len(config.request_authentications)} RequestAuthentication, "
+        f"{len(config.authorization_policies)} AuthorizationPolicy"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from extauthz.rig.demo import run_demo
+
+    return run_demo(keep_serving=not args.once)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handlers = {"serve": _serve, "validate": _validate, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,92 @@
+"""The only protobuf code: Envoy's CheckRequest in, CheckResponse out (envoy.service.auth.v3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from extauthz.attributes import RequestAttributes, split_path
+from extauthz.decision import Decision, Verdict
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _headers(http: Any) -> Mapping[str, str]:
+    if http.headers:
+        return http.headers  # a protobuf map: read-only lookups, no copy
+    # Envoy sends `header_map` instead when `encode_raw_headers` is set.
+    merged: dict[str, str] = {}
+    for header in http.header_map.headers:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        key = header.key.lower()
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    return MappingProxyType(merged)
+
+
+def to_attributes(request: external_auth_pb2.CheckRequest) -> RequestAttributes:
+    attributes = request.attributes
+    http = attributes.request.http
+    headers = _headers(http)
+    path, query = split_path(http.path or headers.get(":path", "/"))
+    source = attributes.source.address.socket_address
+    destination = attributes.destination.address.socket_address
+    return RequestAttributes(
+        method=http.method or headers.get(":method", ""),
+        host=http.host or headers.get(":authority", ""),
+        path=path,
+        query=query,
+        headers=headers,
+        scheme=http.scheme or "http",
+        source_ip=source.address,
+        source_port=source.port_value,
+        destination_ip=destination.address,
+        destination_port=destination.port_value,
+        source_principal=attributes.source.principal,
+        sni=attributes.tls_session.sni,
+        request_id=headers.get("x-request-id", ""),
+        context_extensions=attributes.context_extensions,
+    )
+
+
+def _header_options(pairs: Iterable[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+        )
+        for key, value in pairs
+    ]
+
+
+_GRPC_CODE = {
+    Verdict.ALLOW: code_pb2.OK,
+    Verdict.DENY: code_pb2.PERMISSION_DENIED,
+    Verdict.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+}
+
+
+def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    status = status_pb2.Status(code=_GRPC_CODE[decision.verdict])
+    if decision.is_allowed:
+        authn = decision.authn
+        return external_auth_pb2.CheckResponse(
+            status=status,
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=_header_options(authn.headers_to_set),
+                headers_to_remove=list(authn.headers_to_remove),
+                query_parameters_to_remove=list(authn.params_to_remove),
+            ),
+        )
+    return external_auth_pb2.CheckResponse(
+        status=status,
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]
+            headers=_header_options(decision.response_headers),
+            body=decision.body,
+        ),
+    )

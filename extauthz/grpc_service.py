@@ -1,0 +1,59 @@
+"""envoy.service.auth.v3.Authorization/Check: convert, decide, convert. Fails closed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.jwks import KeyStore
+from extauthz.config.store import ConfigStore
+from extauthz.decision import decide, internal_error
+from extauthz.envoy_api import to_attributes, to_response
+from extauthz.logs import log_decision
+from extauthz.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Built once: the answer when even building an answer failed.
+_LAST_RESORT = to_response(internal_error("response could not be built"))
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        store: ConfigStore,
+        keys: KeyStore,
+        metrics: Metrics,
+        cache: VerifiedTokenCache | None = None,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._metrics = metrics
+        self._cache = cache if cache is not None else VerifiedTokenCache()
+
+    async def Check(  # noqa: N802 - the gRPC method name
+        self, request: external_auth_pb2.CheckRequest, context: Any
+    ) -> external_auth_pb2.CheckResponse:
+        started = time.perf_counter()
+        try:
+            attrs = to_attributes(request)
+            snapshot = self._store.current
+            decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
+            response = to_response(decision)
+        except Exception as exc:  # the one broad except: any failure is a logged, counted deny
+            log.exception("Check failed; denying")
+            self._metrics.check_errors.inc()
+            self._metrics.checks.labels("deny").inc()
+            try:
+                return to_response(internal_error(type(exc).__name__))
+            except Exception:
+                return _LAST_RESORT
+        elapsed = time.perf_counter() - started
+        self._metrics.checks.labels(decision.verdict.value).inc()
+        self._metrics.check_duration.observe(elapsed)
+        log_decision(attrs, decision, elapsed)
+        return response
