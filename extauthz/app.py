@@ -60,7 +60,8 @@ class Service:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._is_serving = False
-        self._stopped = asyncio.Event()
+        self.grpc_port = 0  # the ports really bound (useful with port 0)
+        self.http_port = 0
 
     def load_config(self) -> None:
         """Load or reload; on error the last good configuration keeps serving."""
@@ -102,6 +103,7 @@ class Service:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         self._grpc = server
+        self.grpc_port = bound
 
         runner = web.AppRunner(
             build_admin_app(self.store, self.keys, self.metrics, lambda: self._is_serving),
@@ -109,8 +111,10 @@ class Service:
         )
         await runner.setup()
         http_host, http_port = split_addr(self.settings.http_addr)
-        await web.TCPSite(runner, http_host, http_port).start()
+        site = web.TCPSite(runner, http_host, http_port)
+        await site.start()
         self._http = runner
+        self.http_port = _bound_port(site, http_port)
 
         self._is_serving = True
         for service in ("", AUTHORIZATION_SERVICE):
@@ -127,7 +131,6 @@ class Service:
         await self.fetcher.close()
         if self._http is not None:
             await self._http.cleanup()
-        self._stopped.set()
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,6 +142,12 @@ class Service:
         await stop.wait()
         log.info("stopping")
         await self.stop()
+
+
+def _bound_port(site: web.TCPSite, requested: int) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here
+    sockets = getattr(server, "sockets", None)
+    return int(sockets[0].getsockname()[1]) if sockets else requested
 
 
 async def serve(settings: Settings) -> None:

@@ -7,7 +7,7 @@ The checks run in Envoy's order: parse, issuer, time (60 s skew), audience, key,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
@@ -40,7 +40,7 @@ def _claim_header_value(value: Any) -> str:
 def _nested_claim(payload: Any, claim: str) -> Any:
     value = payload
     for step in claim.split("."):
-        if not isinstance(value, dict) or step not in value:
+        if not isinstance(value, Mapping) or step not in value:
             return None
         value = value[step]
     return value

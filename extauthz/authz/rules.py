@@ -9,7 +9,7 @@ included (as Envoy's RBAC `not_id` does).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ def remote_ip(attrs: RequestAttributes) -> str:
 def _claim_values(claims: Any, path: Sequence[str]) -> Sequence[str]:
     value = claims
     for step in path:
-        if not isinstance(value, dict) or step not in value:
+        if not isinstance(value, Mapping) or step not in value:
             return ()
         value = value[step]
     if isinstance(value, str):

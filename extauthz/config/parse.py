@@ -172,6 +172,7 @@ _JWT_RULE_FIELDS = {
 
 def _jwt_rule(value: Any, where: _Where) -> JWTRule:
     spec = _mapping(value, where, _JWT_RULE_FIELDS)
+    issuer = _string(spec.get("issuer"), where.at("issuer"), required=True)
     jwks = _string(spec.get("jwks"), where.at("jwks"))
     if jwks:
         try:
@@ -185,7 +186,7 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
     if not isinstance(forward, bool):
         raise where.at("forwardOriginalToken").error("must be true or false")
     return JWTRule(
-        issuer=_string(spec.get("issuer"), where.at("issuer"), required=True),
+        issuer=issuer,
         audiences=_strings(spec.get("audiences"), where.at("audiences")),
         jwks=jwks,
         jwks_uri=jwks_uri,

@@ -1,0 +1,28 @@
+"""Build snapshots from YAML text, as the service would from files."""
+
+from __future__ import annotations
+
+from extauthz.config.compile import Snapshot, compile_snapshot
+from extauthz.config.parse import parse_documents
+from extauthz.config.workload import Workload, parse_labels
+
+
+def snapshot_from(
+    yaml_text: str, namespace: str = "foo", labels: str = "app=httpbin", root: str = "istio-system"
+) -> Snapshot:
+    config = parse_documents(yaml_text, "test.yaml", default_namespace=namespace)
+    return compile_snapshot(config, Workload(namespace, parse_labels(labels)), root)
+
+
+def request_authentication(jwks: str, issuer: str, extra: str = "", namespace: str = "foo") -> str:
+    indented = extra.replace("\n", "\n    ")
+    return f"""
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: {namespace}}}
+spec:
+  jwtRules:
+  - issuer: {issuer!r}
+    jwks: {jwks!r}
+    {indented}
+"""

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import pytest
+
+from extauthz.attributes import RequestAttributes
+from extauthz.authn.authenticate import authenticate
+from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.keys import KeySet, parse_jwks
+from extauthz.authn.status import JwtStatus
+from tests.support.config import request_authentication, snapshot_from
+from tests.support.tokens import ISSUER, NOW, claims, jwks_of, rsa_key
+
+KEY = rsa_key()
+OTHER = rsa_key(kid="other")
+JWKS = jwks_of(KEY)
+PROVIDERS = snapshot_from(request_authentication(JWKS, ISSUER)).providers
+
+
+def no_remote(uri: str) -> KeySet | None:
+    return None
+
+
+def bearer(token: str) -> RequestAttributes:
+    return RequestAttributes(headers={"authorization": f"Bearer {token}"})
+
+
+TOKENS = {
+    "good": KEY.sign(claims()),
+    "expired": KEY.sign(claims(exp=NOW - 61)),
+    "expired-within-skew": KEY.sign(claims(exp=NOW - 60)),
+    "not-yet-valid": KEY.sign(claims(nbf=NOW + 61)),
+    "wrong-issuer": KEY.sign(claims(iss="https://elsewhere")),
+    "wrong-key": OTHER.sign(claims(), headers={"kid": KEY.jwk["kid"]}),
+    "unknown-kid": OTHER.sign(claims()),
+    "garbage": "not-a-token",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("good", JwtStatus.Ok),
+        ("expired", JwtStatus.JwtExpired),
+        ("expired-within-skew", JwtStatus.Ok),
+        ("not-yet-valid", JwtStatus.JwtNotYetValid),
+        ("wrong-issuer", JwtStatus.JwtUnknownIssuer),
+        ("wrong-key", JwtStatus.JwtVerificationFail),
+        ("unknown-kid", JwtStatus.JwksKidAlgMismatch),
+        ("garbage", JwtStatus.JwtBadFormat),
+    ],
+)
+def test_named_tokens(name: str, status: JwtStatus) -> None:
+    result = authenticate(bearer(TOKENS[name]), PROVIDERS, no_remote, NOW)
+    assert result.status is status
+    assert result.has_identity is (status is JwtStatus.Ok)
+
+
+def test_good_token_gives_istio_request_principal_and_strips_header() -> None:
+    result = authenticate(bearer(TOKENS["good"]), PROVIDERS, no_remote, NOW)
+    assert result.principal == f"{ISSUER}/alice"
+    assert result.claims["sub"] == "alice"
+    assert result.headers_to_remove == ("authorization",)
+
+
+def test_no_token_passes_without_identity() -> None:
+    result = authenticate(RequestAttributes(), PROVIDERS, no_remote, NOW)
+    assert result.is_ok and not result.has_identity
+
+
+def test_non_bearer_authorization_is_no_token() -> None:
+    result = authenticate(
+        RequestAttributes(headers={"authorization": "Basic dXNlcjpwYXNz"}), PROVIDERS, no_remote, NOW
+    )
+    assert result.is_ok and not result.has_identity
+
+
+def test_access_token_query_parameter_is_read_and_removed() -> None:
+    attrs = RequestAttributes(query=f"a=1&access_token={TOKENS['good']}")
+    result = authenticate(attrs, PROVIDERS, no_remote, NOW)
+    assert result.principal == f"{ISSUER}/alice"
+    assert result.params_to_remove == ("access_token",)
+
+
+def test_a_bad_token_next_to_a_good_one_fails() -> None:
+    attrs = RequestAttributes(
+        headers={"authorization": f"Bearer {TOKENS['good']}"},
+        query=f"access_token={TOKENS['wrong-key']}",
+    )
+    assert authenticate(attrs, PROVIDERS, no_remote, NOW).status is JwtStatus.JwtVerificationFail
+
+
+def test_audiences() -> None:
+    providers = snapshot_from(request_authentication(JWKS, ISSUER, "audiences: [api]")).providers
+    allowed = KEY.sign(claims(aud=["other", "api"]))
+    denied = KEY.sign(claims(aud="other"))
+    assert authenticate(bearer(allowed), providers, no_remote, NOW).is_ok
+    result = authenticate(bearer(denied), providers, no_remote, NOW)
+    assert result.status is JwtStatus.JwtAudienceNotAllowed
+
+
+def test_remote_jwks_without_keys_fails_closed() -> None:
+    yaml_text = f"""
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: foo}}
+spec:
+  jwtRules:
+  - issuer: {ISSUER}
+    jwksUri: http://127.0.0.1:1/keys
+"""
+    providers = snapshot_from(yaml_text).providers
+    assert providers.jwks_uris == {"http://127.0.0.1:1/keys": 5.0}
+    token = TOKENS["good"]
+    assert authenticate(bearer(token), providers, no_remote, NOW).status is JwtStatus.JwksFetchFail
+    keys = parse_jwks(JWKS)
+    assert authenticate(bearer(token), providers, lambda uri: keys, NOW).is_ok
+
+
+def test_forward_original_token_keeps_header() -> None:
+    providers = snapshot_from(request_authentication(JWKS, ISSUER, "forwardOriginalToken: true")).providers
+    result = authenticate(bearer(TOKENS["good"]), providers, no_remote, NOW)
+    assert result.is_ok and result.headers_to_remove == ()
+
+
+def test_cache_hit_still_checks_expiry() -> None:
+    cache = VerifiedTokenCache()
+    token = KEY.sign(claims(exp=NOW + 10))
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).is_ok
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).is_ok
+    assert cache.hits == 1
+    later = authenticate(bearer(token), PROVIDERS, no_remote, NOW + 71, cache)
+    assert later.status is JwtStatus.JwtExpired
+
+
+def test_cache_entry_is_dropped_with_its_key_set() -> None:
+    cache = VerifiedTokenCache()
+    token = TOKENS["good"]
+    old_keys, new_keys = parse_jwks(JWKS), parse_jwks(jwks_of(OTHER))
+    cache.put(token, old_keys, object())  # type: ignore[arg-type]
+    assert cache.get(token, old_keys) is not None
+    assert cache.get(token, new_keys) is None
+
+
+def test_no_providers_means_anonymous_even_with_a_token() -> None:
+    providers = snapshot_from("").providers
+    result = authenticate(bearer(TOKENS["garbage"]), providers, no_remote, NOW)
+    assert result.is_ok and not result.has_identity

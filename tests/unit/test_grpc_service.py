@@ -1,0 +1,142 @@
+"""The service as Envoy sees it: a real grpc.aio server and channel, real HTTP admin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from extauthz.app import Service, Settings
+from extauthz.config.workload import Workload, parse_labels
+from extauthz.rig.rig import SAMPLES
+
+DEMO = (SAMPLES / "demo.jwt").read_text().strip()
+
+
+def check_request(path: str, headers: dict[str, str]) -> external_auth_pb2.CheckRequest:
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path, http.host, http.scheme = "GET", path, "gw.example", "http"
+    http.headers.update({":path": path, ":method": "GET", ":authority": "gw.example", **headers})
+    request.attributes.source.address.socket_address.address = "127.0.0.1"
+    return request
+
+
+@asynccontextmanager
+async def running(config: Path) -> AsyncIterator[Service]:
+    service = Service(
+        Settings(
+            config_paths=(str(config),),
+            grpc_addr="127.0.0.1:0",
+            http_addr="127.0.0.1:0",
+            workload=Workload("istio-system", parse_labels("app=istio-ingressgateway")),
+        )
+    )
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())  # type: ignore[arg-type]
+
+
+def test_check_over_grpc_answers_like_istio() -> None:
+    async def scenario() -> None:
+        async with running(SAMPLES / "gateway-policies.yaml") as service:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+                allowed = await check(check_request("/productpage", {}))
+                assert allowed.status.code == code_pb2.OK
+                denied = await check(check_request("/api/v1/products/0", {}))
+                assert denied.status.code == code_pb2.PERMISSION_DENIED
+                assert denied.denied_response.status.code == 403
+                assert denied.denied_response.body == "RBAC: access denied"
+                ok = await check(check_request("/api/v1/products/0?x=1", {"authorization": f"Bearer {DEMO}"}))
+                assert ok.status.code == code_pb2.OK
+                assert list(ok.ok_response.headers_to_remove) == ["authorization"]
+                bad = await check(check_request("/p?q=1", {"authorization": f"Bearer {DEMO[:-8]}AAAAAAAA"}))
+                assert bad.status.code == code_pb2.UNAUTHENTICATED
+                assert bad.denied_response.status.code == 401
+                assert bad.denied_response.body == "Jwt verification fails"
+                [challenge] = bad.denied_response.headers
+                assert challenge.header.key == "www-authenticate"
+                assert challenge.header.value == 'Bearer realm="http://gw.example/p?q=1", error="invalid_token"'
+
+                health = health_pb2_grpc.HealthStub(channel)
+                for name in ("", "envoy.service.auth.v3.Authorization"):
+                    answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    run(scenario)
+
+
+def test_metrics_and_readiness_over_http() -> None:
+    async def scenario() -> None:
+        async with running(SAMPLES / "gateway-policies.yaml") as service:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+                await check(check_request("/productpage", {}))
+                await check(check_request("/api/v1/products/1", {}))
+                await check(check_request("/api/v1/products/1", {}))
+            base = f"http://127.0.0.1:{service.http_port}"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{base}/healthz") as response:
+                    assert response.status == 200
+                async with session.get(f"{base}/readyz") as response:
+                    assert response.status == 200
+                    detail = json.loads(await response.text())
+                    assert detail["generation"] == 1
+                    assert "AuthorizationPolicy istio-system/test-exclude (DENY)" in detail["applied"]
+                async with session.get(f"{base}/metrics") as response:
+                    text = await response.text()
+            assert 'extauthz_checks_total{decision="allow"} 1.0' in text
+            assert 'extauthz_checks_total{decision="deny"} 2.0' in text
+            assert "extauthz_check_duration_seconds_count 3.0" in text
+            assert "extauthz_config_generation 1.0" in text
+
+    run(scenario)
+
+
+def test_unexpected_failure_denies() -> None:
+    async def scenario() -> None:
+        async with running(SAMPLES / "gateway-policies.yaml") as service:
+            service.store._current = None  # simulate a broken state: decide() cannot run
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                answer = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+                    check_request("/productpage", {"authorization": f"Bearer {DEMO}"})
+                )
+            assert answer.status.code == code_pb2.PERMISSION_DENIED
+            assert answer.denied_response.status.code == 403
+            assert service.metrics.check_errors._value.get() == 1
+
+    run(scenario)
+
+
+def test_bad_config_at_reload_keeps_last_good(tmp_path: Path) -> None:
+    config = tmp_path / "policies.yaml"
+    config.write_text((SAMPLES / "gateway-policies.yaml").read_text())
+
+    async def scenario() -> None:
+        async with running(config) as service:
+            config.write_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {action: NOPE}\n")
+            await service.reload()
+            assert service.store.current.generation == 1
+            assert "is not one of" in service.store.last_error
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                answer = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+                    check_request("/api/v1/products/0", {})
+                )
+            assert answer.denied_response.status.code == 403
+
+    run(scenario)
