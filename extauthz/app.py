@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
@@ -31,7 +31,7 @@ class Settings:
     config_paths: tuple[str, ...]
     grpc_addr: str = "0.0.0.0:9000"
     http_addr: str = "0.0.0.0:9090"
-    workload: Workload = Workload("default")
+    workload: Workload = field(default_factory=lambda: Workload("default"))
     root_namespace: str = "istio-system"
     jwks_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
     drain_seconds: float = 5.0
@@ -83,8 +83,8 @@ class Service:
         try:
             self.load_config()
         except ConfigError as exc:
-            log.error("configuration rejected, still serving generation %s: %s",
-                      self.store.current.generation if self.store.is_loaded else "none", exc)  # fmt: skip
+            serving = self.store.current.generation if self.store.is_loaded else "none"
+            log.error("configuration rejected, still serving generation %s: %s", serving, exc)
             return
         await self.fetcher.track(self.store.current.jwks_uris)
 
@@ -119,7 +119,9 @@ class Service:
         self._is_serving = True
         for service in ("", AUTHORIZATION_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving Check on %s, HTTP on %s", self.settings.grpc_addr, self.settings.http_addr)
+        log.info(
+            "serving Check on %s, HTTP on %s", self.settings.grpc_addr, self.settings.http_addr
+        )
 
     async def stop(self) -> None:
         """Report not-serving, let in-flight Checks finish within the drain period, close."""

@@ -23,10 +23,14 @@ examples:
 
 
 def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--namespace", default="default", help="namespace of the protected workload")
+    parser.add_argument(
+        "--namespace", default="default", help="namespace of the protected workload"
+    )
     parser.add_argument("--labels", default="", help="labels of the workload: k=v[,k=v]")
     parser.add_argument(
-        "--root-namespace", default="istio-system", help="Istio's root namespace (mesh-wide policies)"
+        "--root-namespace",
+        default="istio-system",
+        help="Istio's root namespace (mesh-wide policies)",
     )
 
 
@@ -50,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "--config", action="append", required=True, metavar="PATH",
         help="Istio YAML file or directory of *.yaml/*.yml (repeatable)",
     )  # fmt: skip
-    serve.add_argument("--grpc-addr", default="0.0.0.0:9000", help="HOST:PORT for Check and gRPC health")
-    serve.add_argument("--http-addr", default="0.0.0.0:9090", help="HOST:PORT for /healthz /readyz /metrics")
+    serve.add_argument(
+        "--grpc-addr", default="0.0.0.0:9000", help="HOST:PORT for Check and gRPC health"
+    )
+    serve.add_argument(
+        "--http-addr", default="0.0.0.0:9090", help="HOST:PORT for /healthz /readyz /metrics"
+    )
     serve.add_argument(
         "--jwks-refresh", type=float, default=None, metavar="SECONDS",
         help="how often to refetch every jwksUri (default: Istio's 20 minutes)",

@@ -83,7 +83,9 @@ def decide(
             body=RBAC_DENIED_BODY,
             generation=snapshot.generation,
         )
-    return Decision(Verdict.ALLOW, 200, verdict.reason, authn, verdict, generation=snapshot.generation)
+    return Decision(
+        Verdict.ALLOW, 200, verdict.reason, authn, verdict, generation=snapshot.generation
+    )
 
 
 def internal_error(reason: str, generation: int = 0) -> Decision:

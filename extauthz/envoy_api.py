@@ -19,7 +19,8 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 def _headers(http: Any) -> Mapping[str, str]:
     if http.headers:
-        return http.headers  # a protobuf map: read-only lookups, no copy
+        headers: Mapping[str, str] = http.headers  # a protobuf map: lookups, no copy
+        return headers
     # Envoy sends `header_map` instead when `encode_raw_headers` is set.
     merged: dict[str, str] = {}
     for header in http.header_map.headers:
@@ -85,7 +86,7 @@ def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status,
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=decision.http_status),
             headers=_header_options(decision.response_headers),
             body=decision.body,
         ),

@@ -35,7 +35,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._metrics = metrics
         self._cache = cache if cache is not None else VerifiedTokenCache()
 
-    async def Check(  # noqa: N802 - the gRPC method name
+    async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()

@@ -104,7 +104,9 @@ def authenticate(
     return _accepted(accepted, providers)
 
 
-def _accepted(accepted: list[tuple[FoundToken, Jwt, JwtProvider]], providers: ProviderSet) -> AuthnResult:
+def _accepted(
+    accepted: list[tuple[FoundToken, Jwt, JwtProvider]], providers: ProviderSet
+) -> AuthnResult:
     remove_headers = list(providers.output_headers)
     remove_params: list[str] = []
     set_headers: list[tuple[str, str]] = []
@@ -135,4 +137,3 @@ def _accepted(accepted: list[tuple[FoundToken, Jwt, JwtProvider]], providers: Pr
         params_to_remove=tuple(dict.fromkeys(remove_params)),
         headers_to_set=tuple(set_headers),
     )
-

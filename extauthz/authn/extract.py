@@ -25,7 +25,10 @@ class Location:
 
 # Istio's default when a JWTRule names no location: `Authorization: Bearer <token>` and
 # the `access_token` query parameter.
-DEFAULT_LOCATIONS = (Location("header", "authorization", "Bearer "), Location("param", "access_token"))
+DEFAULT_LOCATIONS = (
+    Location("header", "authorization", "Bearer "),
+    Location("param", "access_token"),
+)
 
 
 def rule_locations(rule: JWTRule) -> tuple[Location, ...]:

@@ -90,7 +90,9 @@ class JwksFetcher:
             self._tasks.pop(uri).cancel()
         new = {uri: timeout for uri, timeout in uris.items() if uri not in self._tasks}
         for uri, timeout in new.items():
-            self._tasks[uri] = asyncio.create_task(self._keep_fresh(uri, timeout), name=f"jwks {uri}")
+            self._tasks[uri] = asyncio.create_task(
+                self._keep_fresh(uri, timeout), name=f"jwks {uri}"
+            )
         if new:
             deadline = first_fetch_timeout or max(new.values())
             await self._wait_first(set(new), deadline)

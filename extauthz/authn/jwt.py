@@ -29,6 +29,24 @@ IMPLEMENTED_ALGS = frozenset(
 _B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _MAX_INT64 = 2**63 - 1
+# The integer claims, in the order Envoy checks them, with their two failure statuses.
+_TIME_CLAIMS = (
+    (
+        "iat",
+        JwtStatus.JwtPayloadParseErrorIatNotInteger,
+        JwtStatus.JwtPayloadParseErrorIatOutOfRange,
+    ),
+    (
+        "nbf",
+        JwtStatus.JwtPayloadParseErrorNbfNotInteger,
+        JwtStatus.JwtPayloadParseErrorNbfOutOfRange,
+    ),
+    (
+        "exp",
+        JwtStatus.JwtPayloadParseErrorExpNotInteger,
+        JwtStatus.JwtPayloadParseErrorExpOutOfRange,
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +149,7 @@ def parse_jwt(token: str) -> Jwt | JwtStatus:
     if not isinstance(sub, str):
         return JwtStatus.JwtPayloadParseErrorSubNotString
     times: dict[str, int] = {}
-    for name, not_int, out_of_range in (
-        ("iat", JwtStatus.JwtPayloadParseErrorIatNotInteger, JwtStatus.JwtPayloadParseErrorIatOutOfRange),
-        ("nbf", JwtStatus.JwtPayloadParseErrorNbfNotInteger, JwtStatus.JwtPayloadParseErrorNbfOutOfRange),
-        ("exp", JwtStatus.JwtPayloadParseErrorExpNotInteger, JwtStatus.JwtPayloadParseErrorExpOutOfRange),
-    ):  # fmt: skip
+    for name, not_int, out_of_range in _TIME_CLAIMS:
         parsed = _int_claim(payload, name, not_int, out_of_range)
         if isinstance(parsed, JwtStatus):
             return parsed

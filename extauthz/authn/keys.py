@@ -64,7 +64,7 @@ def _parse_key(entry: dict[str, Any]) -> Jwk:
             if not secret:
                 raise JwksError("[k] field is missing or invalid for an HMAC key")
             return Jwk(kid, alg, kty, crv, secret)
-        builder = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}[kty]
+        builder: Any = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}[kty]
         return Jwk(kid, alg, kty, crv, _public(builder.from_jwk(entry)))
     except (InvalidKeyError, KeyError, ValueError, TypeError) as exc:
         if isinstance(exc, JwksError):

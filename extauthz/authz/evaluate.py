@@ -68,7 +68,9 @@ def compile_policies(policies: Iterable[AuthorizationPolicy]) -> CompiledPolicie
         try:
             rules = tuple(compile_rule(rule, index) for index, rule in enumerate(policy.rules))
         except ConfigError as exc:
-            raise ConfigError(f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}") from exc
+            raise ConfigError(
+                f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}"
+            ) from exc
         compiled = CompiledPolicy(policy.meta.ref, policy.action, policy.is_dry_run, rules)
         groups["DRY" if policy.is_dry_run else policy.action].append(compiled)
     return CompiledPolicies(

@@ -120,7 +120,9 @@ def _selector(value: Any, where: _Where) -> Selector | None:
     if value is None:
         return None
     spec = _mapping(value, where, {"matchLabels"})
-    labels = _mapping(spec.get("matchLabels"), where.at("matchLabels"), spec.get("matchLabels") or {})
+    labels = _mapping(
+        spec.get("matchLabels"), where.at("matchLabels"), spec.get("matchLabels") or {}
+    )
     return Selector(
         MappingProxyType(
             {str(k): _string(v, where.at("matchLabels").at(str(k))) for k, v in labels.items()}
@@ -261,7 +263,9 @@ def _meta(document: Mapping[str, Any], where: _Where, default_namespace: str) ->
     )
 
 
-def _request_authentication(doc: Mapping[str, Any], origin: Origin, ns: str) -> RequestAuthentication:
+def _request_authentication(
+    doc: Mapping[str, Any], origin: Origin, ns: str
+) -> RequestAuthentication:
     where = _Where(origin, "RequestAuthentication")
     meta = _meta(doc, where, ns)
     where = _Where(origin, f"RequestAuthentication {meta.ref}", "spec")
@@ -280,7 +284,9 @@ def _authorization_policy(doc: Mapping[str, Any], origin: Origin, ns: str) -> Au
     meta = _meta(doc, where, ns)
     where = _Where(origin, f"AuthorizationPolicy {meta.ref}", "spec")
     spec = _mapping(
-        doc.get("spec"), where, {"selector", "targetRef", "targetRefs", "rules", "action", "provider"}
+        doc.get("spec"),
+        where,
+        {"selector", "targetRef", "targetRefs", "rules", "action", "provider"},
     )
     action = _string(spec.get("action"), where.at("action")) or "ALLOW"
     if action not in ACTIONS:
@@ -326,7 +332,9 @@ def parse_documents(text: str, file: str, default_namespace: str = "default") ->
         kind, api_version = document.get("kind"), document.get("apiVersion")
         parser = _PARSERS.get(kind) if isinstance(kind, str) else None
         if parser is None or api_version not in API_VERSIONS:
-            warnings.append(f"{origin}: skipped {api_version}/{kind}: not a resource extauthz reads")
+            warnings.append(
+                f"{origin}: skipped {api_version}/{kind}: not a resource extauthz reads"
+            )
             continue
         resource = parser(document, origin, default_namespace)
         (authns if isinstance(resource, RequestAuthentication) else policies).append(resource)  # type: ignore[arg-type]

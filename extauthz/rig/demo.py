@@ -79,7 +79,9 @@ def format_table(rows: list[Row]) -> str:
              "-" * 66]  # fmt: skip
     for row in rows:
         mark = "ok" if row.is_ok else "MISMATCH"
-        lines.append(f"{row.path:<22} {row.token:<15} {row.via:<8} {row.expected:>8} {row.got:>5}  {mark}")
+        lines.append(
+            f"{row.path:<22} {row.token:<15} {row.via:<8} {row.expected:>8} {row.got:>5}  {mark}"
+        )
     return "\n".join(lines)
 
 
@@ -102,7 +104,9 @@ def run_demo(keep_serving: bool = True) -> int:
         rows = run_matrix(rig)
         print("\nScenario 1, gateway with inline JWKS (Istio's sample policies):\n")
         print(format_table(rows))
-        sidecar = http_get(f"{rig.sidecar_url}/headers", {"Authorization": f"Bearer {rig.demo_token}"})
+        sidecar = http_get(
+            f"{rig.sidecar_url}/headers", {"Authorization": f"Bearer {rig.demo_token}"}
+        )
         forwarded = "authorization" in sidecar.body.lower()
         sidecar_ok = sidecar.status == 200 and not forwarded
         print("\nScenario 2, sidecar with jwksUri (keys fetched from the JWKS server):\n")

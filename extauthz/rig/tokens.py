@@ -18,9 +18,13 @@ def sample_kid() -> str:
     return str(json.loads((SAMPLES / "jwks.json").read_text())["keys"][0]["kid"])
 
 
-def mint(claims: dict[str, Any], key_file: Path = SAMPLES / "key.pem", kid: str | None = None) -> str:
+def mint(
+    claims: dict[str, Any], key_file: Path = SAMPLES / "key.pem", kid: str | None = None
+) -> str:
     """An RS256 token over `claims`, signed with the sample private key."""
-    return pyjwt.encode(claims, key_file.read_text(), algorithm="RS256", headers={"kid": kid or sample_kid()})
+    return pyjwt.encode(
+        claims, key_file.read_text(), algorithm="RS256", headers={"kid": kid or sample_kid()}
+    )
 
 
 def tampered(token: str) -> str:
@@ -29,7 +33,7 @@ def tampered(token: str) -> str:
     head, payload, signature = token.split(".")
     middle = len(signature) // 2
     swapped = "A" if signature[middle] != "A" else "B"
-    return f"{head}.{payload}.{signature[:middle]}{swapped}{signature[middle + 1:]}"
+    return f"{head}.{payload}.{signature[:middle]}{swapped}{signature[middle + 1 :]}"
 
 
 def invalid_tokens(demo_token: str, now: int | None = None) -> dict[str, tuple[str, str]]:

@@ -55,7 +55,9 @@ def test_the_matrix_is_istios() -> None:
 @pytest.mark.parametrize("path", ["/productpage", "/api/v1/products/0", "/api/v1/products/1"])
 @pytest.mark.parametrize("kind", ["tampered", "expired", "unknown-issuer"])
 @pytest.mark.parametrize("via", ["header", "query"])
-def test_invalid_token_is_401_like_envoy_jwt_authn(rig: Rig, path: str, kind: str, via: str) -> None:
+def test_invalid_token_is_401_like_envoy_jwt_authn(
+    rig: Rig, path: str, kind: str, via: str
+) -> None:
     token, body = invalid_tokens(rig.demo_token)[kind]
     url, headers = _request(rig, path, token, via)
     answer = http_get(url, headers)
@@ -101,6 +103,8 @@ def test_extauthz_down_means_envoy_denies_and_nothing_reaches_upstream(own_rig: 
     before = own_rig.upstream_requests()
     own_rig.processes["extauthz-gateway"].stop()
     for path in ("/productpage", "/api/v1/products/0"):
-        answer = http_get(f"{own_rig.gateway_url}{path}", {"Authorization": f"Bearer {own_rig.demo_token}"})
+        answer = http_get(
+            f"{own_rig.gateway_url}{path}", {"Authorization": f"Bearer {own_rig.demo_token}"}
+        )
         assert answer.status == 403
     assert own_rig.upstream_requests() == before

@@ -69,7 +69,10 @@ def test_no_token_passes_without_identity() -> None:
 
 def test_non_bearer_authorization_is_no_token() -> None:
     result = authenticate(
-        RequestAttributes(headers={"authorization": "Basic dXNlcjpwYXNz"}), PROVIDERS, no_remote, NOW
+        RequestAttributes(headers={"authorization": "Basic dXNlcjpwYXNz"}),
+        PROVIDERS,
+        no_remote,
+        NOW,
     )
     assert result.is_ok and not result.has_identity
 
@@ -117,7 +120,9 @@ spec:
 
 
 def test_forward_original_token_keeps_header() -> None:
-    providers = snapshot_from(request_authentication(JWKS, ISSUER, "forwardOriginalToken: true")).providers
+    providers = snapshot_from(
+        request_authentication(JWKS, ISSUER, "forwardOriginalToken: true")
+    ).providers
     result = authenticate(bearer(TOKENS["good"]), providers, no_remote, NOW)
     assert result.is_ok and result.headers_to_remove == ()
 

@@ -84,7 +84,9 @@ def test_seed_policy(path: str, authn: AuthnResult, allowed: bool) -> None:
         pytest.param("", RequestAttributes(), ANONYMOUS, False, id="allow-without-rules-denies-all"),
     ],
 )  # fmt: skip
-def test_allow_policy_fields(rules: str, attrs: RequestAttributes, authn: AuthnResult, allowed: bool) -> None:
+def test_allow_policy_fields(
+    rules: str, attrs: RequestAttributes, authn: AuthnResult, allowed: bool
+) -> None:
     assert _allowed(_policy("ALLOW", rules), attrs, authn) is allowed
 
 
@@ -92,7 +94,9 @@ def test_deny_wins_over_allow_and_reason_names_policy_and_rule() -> None:
     yaml_text = _policy("ALLOW", "  rules:\n  - {}\n", "allow-all") + _policy(
         "DENY", "  rules:\n  - to:\n    - operation: {paths: [/x]}\n  - to:\n    - operation: {paths: [/admin]}\n", "no-admin"
     )  # fmt: skip
-    verdict = evaluate(snapshot_from(yaml_text).policies, RequestAttributes(path="/admin"), ANONYMOUS)
+    verdict = evaluate(
+        snapshot_from(yaml_text).policies, RequestAttributes(path="/admin"), ANONYMOUS
+    )
     assert not verdict.is_allowed
     assert (verdict.policy, verdict.rule) == ("foo/no-admin", 1)
     assert verdict.reason == "denied by DENY policy foo/no-admin"
@@ -101,7 +105,9 @@ def test_deny_wins_over_allow_and_reason_names_policy_and_rule() -> None:
 def test_no_policy_allows_and_unmatched_allow_denies() -> None:
     assert evaluate(snapshot_from("").policies, RequestAttributes(), ANONYMOUS).is_allowed
     verdict = evaluate(
-        snapshot_from(_policy("ALLOW", "  rules:\n  - to:\n    - operation: {paths: [/ok]}\n")).policies,
+        snapshot_from(
+            _policy("ALLOW", "  rules:\n  - to:\n    - operation: {paths: [/ok]}\n")
+        ).policies,
         RequestAttributes(path="/nope"),
         ANONYMOUS,
     )
@@ -125,7 +131,10 @@ def test_audit_and_dry_run_are_reported_not_enforced() -> None:
     [
         ("  rules:\n  - from:\n    - source: {ipBlocks: [not-an-ip]}\n", "is not an IP address"),
         ("  rules:\n  - to:\n    - operation: {ports: ['http']}\n", "is not a number"),
-        ("  rules:\n  - when:\n    - {key: request.bogus, values: [x]}\n", "is not a key Istio supports"),
+        (
+            "  rules:\n  - when:\n    - {key: request.bogus, values: [x]}\n",
+            "is not a key Istio supports",
+        ),
     ],
 )
 def test_uncompilable_values_reject_the_config(rules: str, message: str) -> None:

@@ -11,21 +11,39 @@ from extauthz.rig.rig import SAMPLES
 
 
 def test_validate_samples(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(SAMPLES / "gateway-policies.yaml"), str(SAMPLES / "sidecar-policies.yaml")]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                str(SAMPLES / "gateway-policies.yaml"),
+                str(SAMPLES / "sidecar-policies.yaml"),
+            ]
+        )
+        == 0
+    )
     assert "ok: 2 RequestAuthentication, 1 AuthorizationPolicy" in capsys.readouterr().out
 
 
-def test_validate_reports_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_reports_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - to:\n    - operation: {pathz: [/]}\n")
+    bad.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - to:\n    - operation: {pathz: [/]}\n"
+    )
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {bad} (document 1): AuthorizationPolicy default/p: field spec.rules[0].to[0].operation.pathz: unknown field (not in the Istio CRD)"
+    assert (
+        err
+        == f"error: {bad} (document 1): AuthorizationPolicy default/p: field spec.rules[0].to[0].operation.pathz: unknown field (not in the Istio CRD)"
+    )
 
 
 def test_serve_with_invalid_config_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {action: MAYBE}\n")
+    bad.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {action: MAYBE}\n"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "extauthz", "serve", "--config", str(bad), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=60,

@@ -17,7 +17,11 @@ CONFIGS = sorted(REPO_ENVOY_DIR.glob("*.yaml"))
 
 def _ext_authz(config: dict[str, Any]) -> dict[str, Any]:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    [ext_authz] = [f for f in hcm["typed_config"]["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    [ext_authz] = [
+        f
+        for f in hcm["typed_config"]["http_filters"]
+        if f["name"] == "envoy.filters.http.ext_authz"
+    ]
     return dict(ext_authz["typed_config"])
 
 

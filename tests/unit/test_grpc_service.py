@@ -53,30 +53,39 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def test_check_over_grpc_answers_like_istio() -> None:
     async def scenario() -> None:
-        async with running(SAMPLES / "gateway-policies.yaml") as service:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
-                check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
-                allowed = await check(check_request("/productpage", {}))
-                assert allowed.status.code == code_pb2.OK
-                denied = await check(check_request("/api/v1/products/0", {}))
-                assert denied.status.code == code_pb2.PERMISSION_DENIED
-                assert denied.denied_response.status.code == 403
-                assert denied.denied_response.body == "RBAC: access denied"
-                ok = await check(check_request("/api/v1/products/0?x=1", {"authorization": f"Bearer {DEMO}"}))
-                assert ok.status.code == code_pb2.OK
-                assert list(ok.ok_response.headers_to_remove) == ["authorization"]
-                bad = await check(check_request("/p?q=1", {"authorization": f"Bearer {DEMO[:-8]}AAAAAAAA"}))
-                assert bad.status.code == code_pb2.UNAUTHENTICATED
-                assert bad.denied_response.status.code == 401
-                assert bad.denied_response.body == "Jwt verification fails"
-                [challenge] = bad.denied_response.headers
-                assert challenge.header.key == "www-authenticate"
-                assert challenge.header.value == 'Bearer realm="http://gw.example/p?q=1", error="invalid_token"'
+        async with (
+            running(SAMPLES / "gateway-policies.yaml") as service,
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel,
+        ):
+            check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+            allowed = await check(check_request("/productpage", {}))
+            assert allowed.status.code == code_pb2.OK
+            denied = await check(check_request("/api/v1/products/0", {}))
+            assert denied.status.code == code_pb2.PERMISSION_DENIED
+            assert denied.denied_response.status.code == 403
+            assert denied.denied_response.body == "RBAC: access denied"
+            ok = await check(
+                check_request("/api/v1/products/0?x=1", {"authorization": f"Bearer {DEMO}"})
+            )
+            assert ok.status.code == code_pb2.OK
+            assert list(ok.ok_response.headers_to_remove) == ["authorization"]
+            bad = await check(
+                check_request("/p?q=1", {"authorization": f"Bearer {DEMO[:-8]}AAAAAAAA"})
+            )
+            assert bad.status.code == code_pb2.UNAUTHENTICATED
+            assert bad.denied_response.status.code == 401
+            assert bad.denied_response.body == "Jwt verification fails"
+            [challenge] = bad.denied_response.headers
+            assert challenge.header.key == "www-authenticate"
+            assert (
+                challenge.header.value
+                == 'Bearer realm="http://gw.example/p?q=1", error="invalid_token"'
+            )
 
-                health = health_pb2_grpc.HealthStub(channel)
-                for name in ("", "envoy.service.auth.v3.Authorization"):
-                    answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
-                    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", "envoy.service.auth.v3.Authorization"):
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
     run(scenario)
 
@@ -97,7 +106,9 @@ def test_metrics_and_readiness_over_http() -> None:
                     assert response.status == 200
                     detail = json.loads(await response.text())
                     assert detail["generation"] == 1
-                    assert "AuthorizationPolicy istio-system/test-exclude (DENY)" in detail["applied"]
+                    assert (
+                        "AuthorizationPolicy istio-system/test-exclude (DENY)" in detail["applied"]
+                    )
                 async with session.get(f"{base}/metrics") as response:
                     text = await response.text()
             assert 'extauthz_checks_total{decision="allow"} 1.0' in text
@@ -129,7 +140,9 @@ def test_bad_config_at_reload_keeps_last_good(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with running(config) as service:
-            config.write_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {action: NOPE}\n")
+            config.write_text(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {action: NOPE}\n"
+            )
             await service.reload()
             assert service.store.current.generation == 1
             assert "is not one of" in service.store.last_error

@@ -56,7 +56,9 @@ def test_request_authentication_errors() -> None:
     with pytest.raises(ConfigError, match=r"jwtRules\[0\]\.jwks: Jwks does not have \[keys\]"):
         parse_documents(text + "spec:\n  jwtRules:\n  - {issuer: i, jwks: '{}'}\n", "f.yaml")
     with pytest.raises(ConfigError, match=r"jwksUri: 'ftp://x' is not an http\(s\) URL"):
-        parse_documents(text + "spec:\n  jwtRules:\n  - {issuer: i, jwksUri: 'ftp://x'}\n", "f.yaml")
+        parse_documents(
+            text + "spec:\n  jwtRules:\n  - {issuer: i, jwksUri: 'ftp://x'}\n", "f.yaml"
+        )
 
 
 def test_unknown_kinds_are_skipped_with_a_warning() -> None:
@@ -67,7 +69,10 @@ def test_unknown_kinds_are_skipped_with_a_warning() -> None:
     )
     assert config.authorization_policies == ()
     assert len(config.warnings) == 2
-    assert "mixed.yaml (document 2): skipped security.istio.io/v1/PeerAuthentication" in config.warnings[1]
+    assert (
+        "mixed.yaml (document 2): skipped security.istio.io/v1/PeerAuthentication"
+        in config.warnings[1]
+    )
 
 
 def test_malformed_yaml_is_one_line_error() -> None:

@@ -45,7 +45,10 @@ def test_each_algorithm_verifies_and_rejects_tampering(key: SigningKey) -> None:
     assert verify_signature(_parsed(token), keys) is JwtStatus.Ok
     head, payload, _ = token.split(".")
     other = key.sign(claims(sub="mallory")).split(".")[2]
-    assert verify_signature(_parsed(f"{head}.{payload}.{other}"), keys) is JwtStatus.JwtVerificationFail
+    assert (
+        verify_signature(_parsed(f"{head}.{payload}.{other}"), keys)
+        is JwtStatus.JwtVerificationFail
+    )
 
 
 def test_unknown_kid_is_kid_alg_mismatch() -> None:
@@ -90,7 +93,9 @@ def test_algorithm_confusion_hs256_with_rsa_public_key_never_verifies() -> None:
 
 def test_rs256_token_never_checked_against_an_hmac_key() -> None:
     secret_key = hmac_key(kid="k")
-    keys = parse_jwks(json.dumps({"keys": [{k: v for k, v in secret_key.jwk.items() if k != "alg"}]}))
+    keys = parse_jwks(
+        json.dumps({"keys": [{k: v for k, v in secret_key.jwk.items() if k != "alg"}]})
+    )
     rsa = rsa_key(kid="k")
     assert verify_signature(_parsed(rsa.sign(claims())), keys) is JwtStatus.JwtVerificationFail
 
@@ -99,7 +104,10 @@ def test_ed25519_signature_of_wrong_length() -> None:
     key = ed25519_key()
     keys = parse_jwks(jwks_of(key))
     head, payload, _ = key.sign(claims()).split(".")
-    assert verify_signature(_parsed(f"{head}.{payload}.AAAA"), keys) is JwtStatus.JwtEd25519SignatureWrongLength
+    assert (
+        verify_signature(_parsed(f"{head}.{payload}.AAAA"), keys)
+        is JwtStatus.JwtEd25519SignatureWrongLength
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,4 +130,6 @@ def test_istio_sample_jwks_parses() -> None:
     from extauthz.rig.rig import SAMPLES
 
     keys = parse_jwks((SAMPLES / "jwks.json").read_text())
-    assert [(k.kty, k.kid) for k in keys.keys] == [("RSA", "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ")]
+    assert [(k.kty, k.kid) for k in keys.keys] == [
+        ("RSA", "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ")
+    ]

@@ -35,7 +35,9 @@ def test_applies_to(namespace: str, extra: str, applies: bool) -> None:
 
 def test_targetref_gateway_binds_to_gateway_pods() -> None:
     gateway = Workload("foo", parse_labels("gateway.networking.k8s.io/gateway-name=gw"))
-    policy = _policy("foo", "  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n")
+    policy = _policy(
+        "foo", "  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n"
+    )
     assert applies_to(policy, gateway, "istio-system")  # type: ignore[arg-type]
 
 
