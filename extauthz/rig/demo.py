@@ -3,6 +3,7 @@ the curl commands to try it by hand."""
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 import urllib.error
@@ -97,7 +98,15 @@ Logs (extauthz decision lines included): {rig.workdir}
 """
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(keep_serving: bool = True) -> int:
+    # SIGTERM (and SIGINT even when a shell started us in the background) stop the rig
+    # cleanly, so no Envoy or upstream outlives the demo.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-demo-"))
     print(f"Starting Envoy, extauthz and the upstreams on 127.0.0.1 (logs in {workdir}) ...")
     with Rig(workdir) as rig:
