@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -34,13 +34,17 @@ class RequestAttributes:
         return f"{self.path}?{self.query}" if self.query else self.path
 
     def query_params(self) -> list[tuple[str, str]]:
-        """Decoded query parameters in order; parsed on first use only."""
+        """Percent-decoded query parameters in order ('+' stays '+', as in Envoy's
+        parseAndDecodeQueryString); parsed on first use only."""
         if self._params is None:
-            object.__setattr__(self, "_params", parse_qsl(self.query, keep_blank_values=True))
+            object.__setattr__(self, "_params", _parse_query(self.query))
         assert self._params is not None
         return self._params
 
     def query_param(self, name: str) -> str | None:
+        """The first value of a query parameter; None when absent."""
+        if not self.query:
+            return None
         for key, value in self.query_params():
             if key == name:
                 return value
@@ -55,6 +59,15 @@ class RequestAttributes:
             if sep and key == name:
                 return value.strip('"')
         return None
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    params = []
+    for part in query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            params.append((unquote(key), unquote(value)))
+    return params
 
 
 def split_path(raw_path: str) -> tuple[str, str]:

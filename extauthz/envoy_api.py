@@ -9,6 +9,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from extauthz.attributes import RequestAttributes, split_path
@@ -71,8 +72,26 @@ _GRPC_CODE = {
 }
 
 
+def dynamic_metadata(decision: Decision) -> dict[str, Any]:
+    """What Envoy's access log can read under the ext_authz filter's namespace, e.g.
+    %DYNAMIC_METADATA(envoy.filters.http.ext_authz:request_principal)%. Never the token."""
+    authn, authz = decision.authn, decision.authz
+    metadata: dict[str, Any] = {"decision": decision.verdict.value, "reason": decision.reason}
+    if authn.principal:
+        metadata["request_principal"] = authn.principal
+    if authn.payloads:
+        # Shaped like jwt_authn's payload_in_metadata, which Istio keys by issuer.
+        metadata["jwt_payload"] = dict(authn.payloads)
+    if authz and authz.policy:
+        metadata["policy"] = authz.policy
+        metadata["rule"] = authz.rule
+    return metadata
+
+
 def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     status = status_pb2.Status(code=_GRPC_CODE[decision.verdict])
+    metadata = struct_pb2.Struct()
+    metadata.update(dynamic_metadata(decision))
     if decision.is_allowed:
         authn = decision.authn
         return external_auth_pb2.CheckResponse(
@@ -82,6 +101,7 @@ def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
                 headers_to_remove=list(authn.headers_to_remove),
                 query_parameters_to_remove=list(authn.params_to_remove),
             ),
+            dynamic_metadata=metadata,
         )
     return external_auth_pb2.CheckResponse(
         status=status,
@@ -90,4 +110,5 @@ def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
             headers=_header_options(decision.response_headers),
             body=decision.body,
         ),
+        dynamic_metadata=metadata,
     )

@@ -1,13 +1,26 @@
-"""Authenticate one request: find its tokens, verify each one, name the request principal.
+"""Authenticate one request as Istio's Envoy does, and name its request principal.
 
-Istio configures Envoy's jwt_authn with one provider per JWTRule and `allow_missing`: a
-request without a token passes with no identity, and a present token must be valid.
-The checks run in Envoy's order: parse, issuer, time (60 s skew), audience, key, signature.
+Istio turns the JWTRules that apply to a workload into Envoy jwt_authn providers P1..Pn and
+one requirement (pilot's policy applier):
+
+    n = 1:  OR{ P1, allow_missing(P1) }
+    n > 1:  OR{ P1, ..., Pn, AND{ OR{P1, allow_missing(P1)}, ..., OR{Pn, allow_missing(Pn)} } }
+
+A provider requirement Pi passes when the request carries tokens at Pi's locations and every
+one of them is valid for Pi. allow_missing(Pi) passes when there is no token at Pi's
+locations; otherwise it reports the status of the first token found there (Envoy verifies
+them from the last to the first and keeps the last outcome). An OR passes when a child
+passes, else reports its last child's status; an AND reports its first failure. So a
+request without tokens passes with no identity, and a present token must be valid.
+
+Each token is checked in Envoy's order: parse, issuer, time (60 s skew), audience, key,
+signature. CORS preflight requests bypass JWT checks (Istio sets bypass_cors_preflight).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
@@ -16,7 +29,7 @@ from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import Jwt, check_time, parse_jwt
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import JwtProvider, ProviderSet
-from extauthz.authn.result import ANONYMOUS, AuthnResult
+from extauthz.authn.result import AuthnResult
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verify import verify_signature
 
@@ -24,56 +37,56 @@ CLOCK_SKEW_SECONDS = 60
 KeyLookup = Callable[[str], KeySet | None]
 
 
-def _claim_header_value(value: Any) -> str:
-    # Envoy's claim_to_headers writes strings, numbers and booleans; other types are skipped.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and value >= 0 else repr(value)
-    if isinstance(value, str):
-        return value
-    return ""
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One token checked against one provider."""
+
+    found: FoundToken
+    provider: JwtProvider
+    status: JwtStatus
+    jwt: Jwt | None
 
 
-def _nested_claim(payload: Any, claim: str) -> Any:
-    value = payload
-    for step in claim.split("."):
-        if not isinstance(value, Mapping) or step not in value:
-            return None
-        value = value[step]
-    return value
-
-
-def _verify_one(
+def check_token(
     found: FoundToken,
-    providers: ProviderSet,
+    provider: JwtProvider,
     remote_keys: KeyLookup,
     now: int,
-    cache: VerifiedTokenCache | None,
-) -> tuple[JwtStatus, Jwt | None, JwtProvider | None]:
+    cache: VerifiedTokenCache | None = None,
+) -> Checked:
     parsed = parse_jwt(found.token)
     if isinstance(parsed, JwtStatus):
-        return parsed, None, None
-    provider = providers.by_issuer(parsed.iss, found.location)
-    if provider is None:
-        return JwtStatus.JwtUnknownIssuer, parsed, None
+        return Checked(found, provider, parsed, None)
+
+    def done(status: JwtStatus) -> Checked:
+        return Checked(found, provider, status, parsed)
+
+    if not provider.allows_issuer(parsed.iss):
+        return done(JwtStatus.JwtUnknownIssuer)
     time_status = check_time(parsed, now, CLOCK_SKEW_SECONDS)
     if time_status is not JwtStatus.Ok:
-        return time_status, parsed, provider
+        return done(time_status)
     if not provider.allows_audiences(parsed.audiences):
-        return JwtStatus.JwtAudienceNotAllowed, parsed, provider
+        return done(JwtStatus.JwtAudienceNotAllowed)
     keys = provider.inline_keys or (remote_keys(provider.jwks_uri) if provider.jwks_uri else None)
     if keys is None:
         # No key set was ever fetched for this issuer: fail closed, as Envoy does.
-        return JwtStatus.JwksFetchFail, parsed, provider
+        return done(JwtStatus.JwksFetchFail)
     if cache is not None and cache.get(found.token, keys) is not None:
-        return JwtStatus.Ok, parsed, provider
+        return done(JwtStatus.Ok)
     status = verify_signature(parsed, keys)
     if status is JwtStatus.Ok and cache is not None:
         cache.put(found.token, keys, parsed)
-    return status, parsed, provider
+    return done(status)
+
+
+def is_cors_preflight(attrs: RequestAttributes) -> bool:
+    headers = attrs.headers
+    return (
+        attrs.method == "OPTIONS"
+        and bool(headers.get("origin"))
+        and bool(headers.get("access-control-request-method"))
+    )
 
 
 def authenticate(
@@ -84,56 +97,103 @@ def authenticate(
     cache: VerifiedTokenCache | None = None,
 ) -> AuthnResult:
     if not providers.providers:
-        return ANONYMOUS
-    tokens = extract_tokens(attrs, providers.locations)
-    if not tokens:
+        return AuthnResult(JwtStatus.Ok)  # no RequestAuthentication: tokens are not looked at
+    anonymous = AuthnResult(JwtStatus.Ok, headers_to_remove=providers.output_headers)
+    if is_cors_preflight(attrs):
+        return anonymous
+    tokens = [extract_tokens(attrs, provider.locations) for provider in providers.providers]
+    if not any(tokens):
+        return anonymous
+    checked = [
+        [check_token(found, provider, remote_keys, now, cache) for found in found_tokens]
+        for provider, found_tokens in zip(providers.providers, tokens, strict=True)
+    ]
+
+    def provider_passes(i: int) -> bool:
+        return bool(checked[i]) and all(c.status is JwtStatus.Ok for c in checked[i])
+
+    def allow_missing_status(i: int) -> JwtStatus:
+        return checked[i][0].status if checked[i] else JwtStatus.Ok
+
+    n = len(checked)
+    if not (n > 1 and any(provider_passes(i) for i in range(n))):
+        for i in range(n):
+            status = allow_missing_status(i)
+            if not provider_passes(i) and status is not JwtStatus.Ok:
+                return _rejected(status, checked[i][0].jwt)
+    return _accepted([c for row in checked for c in row if c.status is JwtStatus.Ok], providers)
+
+
+def _rejected(status: JwtStatus, jwt: Jwt | None) -> AuthnResult:
+    return AuthnResult(
+        status,
+        issuer=jwt.iss if jwt else "",
+        subject=jwt.sub if jwt else "",
+        kid=jwt.kid if jwt else "",
+    )
+
+
+def _claim_header_value(value: Any) -> str:
+    # Envoy's claim_to_headers writes strings, numbers and booleans; other types are skipped.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and value >= 0 else f"{value:f}"
+    if isinstance(value, str):
+        return value
+    return ""
+
+
+def nested_claim(payload: Any, claim: str) -> Any:
+    value = payload
+    for step in claim.split("."):
+        if not isinstance(value, Mapping) or step not in value:
+            return None
+        value = value[step]
+    return value
+
+
+def _accepted(accepted: list[Checked], providers: ProviderSet) -> AuthnResult:
+    if not accepted:
         return AuthnResult(JwtStatus.Ok, headers_to_remove=providers.output_headers)
-    # Every token present must be valid: a good token must not carry a bad one past us.
-    accepted: list[tuple[FoundToken, Jwt, JwtProvider]] = []
-    for found in tokens:
-        status, jwt, provider = _verify_one(found, providers, remote_keys, now, cache)
-        if status is not JwtStatus.Ok:
-            return AuthnResult(
-                status,
-                issuer=jwt.iss if jwt else "",
-                subject=jwt.sub if jwt else "",
-                kid=jwt.kid if jwt else "",
-            )
-        assert jwt is not None and provider is not None
-        accepted.append((found, jwt, provider))
-    return _accepted(accepted, providers)
-
-
-def _accepted(
-    accepted: list[tuple[FoundToken, Jwt, JwtProvider]], providers: ProviderSet
-) -> AuthnResult:
     remove_headers = list(providers.output_headers)
     remove_params: list[str] = []
     set_headers: list[tuple[str, str]] = []
-    for found, token_jwt, provider in accepted:
+    payloads: dict[str, Any] = {}
+    for item in accepted:
+        jwt, provider, location = item.jwt, item.provider, item.found.location
+        assert jwt is not None
         if not provider.forward_original_token:
-            # Envoy drops the whole header the token came from. It leaves a query parameter
-            # in place; we remove that too, so `forwardOriginalToken: false` means what it says.
-            if found.location.kind == "header":
-                remove_headers.append(found.location.name)
-            elif found.location.kind == "param":
-                remove_params.append(found.location.name)
+            # Envoy drops the whole header a verified token came from. It leaves a query
+            # parameter in place; we remove that too, so the token never reaches the upstream.
+            if location.kind == "header":
+                remove_headers.append(location.name)
+            elif location.kind == "param":
+                remove_params.append(location.name)
         if provider.output_payload_to_header:
-            payload = token_jwt.token.split(".")[1]
-            set_headers.append((provider.output_payload_to_header, payload))
+            set_headers.append((provider.output_payload_to_header, jwt.token.split(".")[1]))
         for mapping in provider.output_claim_to_headers:
-            value = _claim_header_value(_nested_claim(token_jwt.payload, mapping.claim))
+            value = _claim_header_value(nested_claim(jwt.payload, mapping.claim))
             if value:
                 set_headers.append((mapping.header, value))
-    found, jwt, _ = accepted[0]
+        # Istio asks jwt_authn for payload_in_metadata keyed by the rule's issuer.
+        payloads[provider.issuer or jwt.iss] = jwt.payload
+    first = accepted[0].jwt
+    assert first is not None
+    # A header we set replaces the client's copy; one we could not fill is removed.
+    set_names = {name for name, _ in set_headers}
+    remove_headers = [name for name in remove_headers if name not in set_names]
     return AuthnResult(
         JwtStatus.Ok,
-        principal=f"{jwt.iss}/{jwt.sub}",
-        claims=jwt.payload,
-        issuer=jwt.iss,
-        subject=jwt.sub,
-        kid=jwt.kid,
+        principal=f"{first.iss}/{first.sub}",
+        claims=first.payload,
+        issuer=first.iss,
+        subject=first.sub,
+        kid=first.kid,
         headers_to_remove=tuple(dict.fromkeys(remove_headers)),
         params_to_remove=tuple(dict.fromkeys(remove_params)),
-        headers_to_set=tuple(set_headers),
+        headers_to_set=tuple(dict.fromkeys(set_headers)),
+        payloads=payloads,
     )

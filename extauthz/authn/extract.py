@@ -1,4 +1,4 @@
-"""Where tokens are found: the JWTRule locations, compiled once per provider set."""
+"""Where tokens are found: the JWTRule locations, and Envoy's way of reading them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from extauthz.attributes import RequestAttributes
 from extauthz.config.resources import JWTRule
 
-# After a header's value prefix Envoy takes the run of characters a compact JWS can contain.
-_JWT_RUN = re.compile(r"[A-Za-z0-9\-_.=]+")
+# After a header's value prefix, Envoy skips to the first base64url-or-dot character and takes
+# the run of them (ExtractorImpl::extractJWT); '=' is not among them.
+_JWT_RUN = re.compile(r"[A-Za-z0-9\-_.]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ DEFAULT_LOCATIONS = (
     Location("header", "authorization", "Bearer "),
     Location("param", "access_token"),
 )
+_KIND_ORDER = {"header": 0, "param": 1, "cookie": 2}
 
 
 def rule_locations(rule: JWTRule) -> tuple[Location, ...]:
@@ -46,29 +48,32 @@ class FoundToken:
     location: Location
 
 
-def _from_header(value: str, prefix: str) -> str:
+def _from_header(value: str, prefix: str) -> str | None:
+    """Envoy's reading of one header: without a prefix the whole value; with one, the JWT
+    characters after it, or the whole value when none follow (it then fails to parse)."""
     if not prefix:
-        return value.strip()
+        return value
     position = value.find(prefix)
     if position < 0:
-        return ""
-    found = _JWT_RUN.match(value, position + len(prefix))
-    return found.group(0) if found else ""
+        return None  # no prefix anywhere: this header carries no token
+    found = _JWT_RUN.search(value, position + len(prefix))
+    return found.group(0) if found else value
 
 
 def extract_tokens(attrs: RequestAttributes, locations: Iterable[Location]) -> list[FoundToken]:
-    """Every token present at the given locations, in location order, each token once."""
+    """Every token at the given locations, headers first, then query parameters, then
+    cookies, as Envoy's extractor lists them. A location that is present but empty still
+    yields a (malformed) token, as in Envoy."""
     found: list[FoundToken] = []
-    seen: set[str] = set()
-    for location in locations:
+    for location in sorted(locations, key=lambda loc: _KIND_ORDER[loc.kind]):
+        token: str | None
         if location.kind == "header":
             raw = attrs.headers.get(location.name)
-            token = _from_header(raw, location.prefix) if raw else ""
+            token = None if raw is None else _from_header(raw, location.prefix)
         elif location.kind == "param":
-            token = attrs.query_param(location.name) or "" if attrs.query else ""
+            token = attrs.query_param(location.name)
         else:
-            token = attrs.cookie(location.name) or ""
-        if token and token not in seen:
-            seen.add(token)
+            token = attrs.cookie(location.name)
+        if token is not None:
             found.append(FoundToken(token, location))
     return found

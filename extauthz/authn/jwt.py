@@ -29,6 +29,9 @@ IMPLEMENTED_ALGS = frozenset(
 _B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _MAX_INT64 = 2**63 - 1
+# Envoy's default limit on request headers is 60 KiB, so no longer token can reach us
+# through it; refusing longer ones up front bounds the work an attacker can ask for.
+MAX_TOKEN_LENGTH = 64 * 1024
 # The integer claims, in the order Envoy checks them, with their two failure statuses.
 _TIME_CLAIMS = (
     (
@@ -81,10 +84,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Envoy parses headers and payloads into protobuf Structs, whose JSON parser rejects an
+    # object that names a key twice; so do we (no "last one wins" ambiguity).
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -114,7 +128,7 @@ def _audiences(value: object) -> tuple[str, ...] | None:
 
 def parse_jwt(token: str) -> Jwt | JwtStatus:
     """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return."""
-    if token.count(".") != 2:
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return JwtStatus.JwtBadFormat
     parts = [part for part in token.split(".") if part]
     if len(parts) != 3:

@@ -26,6 +26,11 @@ class JwtProvider:
     output_payload_to_header: str
     output_claim_to_headers: tuple[ClaimToHeader, ...]
 
+    def allows_issuer(self, issuer: str) -> bool:
+        # A rule with only a jwksUri (no issuer) accepts tokens of any issuer, as Envoy does
+        # for a provider without `issuer`.
+        return not self.issuer or issuer == self.issuer
+
     def allows_audiences(self, audiences: tuple[str, ...]) -> bool:
         # No configured audiences accepts any token; otherwise one of the token's must be listed.
         return not self.audiences or any(aud in self.audiences for aud in audiences)
@@ -38,12 +43,6 @@ class ProviderSet:
     # Headers the providers write upstream; a client's own copies are always removed, so a
     # client can never pose as a verified claim.
     output_headers: tuple[str, ...] = ()
-
-    def by_issuer(self, issuer: str, location: Location) -> JwtProvider | None:
-        for provider in self.providers:
-            if provider.issuer == issuer and location in provider.locations:
-                return provider
-        return None
 
     @property
     def jwks_uris(self) -> dict[str, float]:

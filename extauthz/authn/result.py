@@ -24,6 +24,8 @@ class AuthnResult:
     headers_to_remove: tuple[str, ...] = ()
     params_to_remove: tuple[str, ...] = ()
     headers_to_set: tuple[tuple[str, str], ...] = ()
+    # Verified payloads by issuer, for Envoy's dynamic metadata (jwt_authn's payload_in_metadata).
+    payloads: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
 
     @property
     def is_ok(self) -> bool:

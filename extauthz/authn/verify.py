@@ -35,6 +35,10 @@ def verify_signature(jwt: Jwt, keys: KeySet) -> JwtStatus:
     algorithm = _ALGORITHMS.get(jwt.alg)
     if algorithm is None:
         return JwtStatus.JwtHeaderNotImplementedAlg
+    if "crit" in jwt.header:
+        # RFC 7515: a recipient must reject a token whose `crit` extensions it does not
+        # understand, and we understand none. (Envoy ignores `crit`; we refuse to.)
+        return JwtStatus.JwtVerificationFail
     kid_alg_matched = False
     for jwk in keys.keys:
         if jwt.kid and jwk.kid and jwk.kid != jwt.kid:

@@ -38,6 +38,8 @@ ACTIONS = frozenset({"ALLOW", "DENY", "AUDIT", "CUSTOM"})
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|s|m))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|s|m)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_HTTP_URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$")
 
 T = TypeVar("T")
 
@@ -160,7 +162,7 @@ def _jwt_header(value: Any, where: _Where) -> JwtHeader:
 def _claim_to_header(value: Any, where: _Where) -> ClaimToHeader:
     spec = _mapping(value, where, {"header", "claim"})
     return ClaimToHeader(
-        header=_string(spec.get("header"), where.at("header"), required=True).lower(),
+        header=_header_name(spec.get("header"), where.at("header"), required=True),
         claim=_string(spec.get("claim"), where.at("claim"), required=True),
     )
 
@@ -172,21 +174,34 @@ _JWT_RULE_FIELDS = {
 }  # fmt: skip
 
 
+def _header_name(value: Any, where: _Where, *, required: bool = False) -> str:
+    name = _string(value, where, required=required)
+    # Istio's ValidateStrictHTTPHeaderName: an RFC 7230 token.
+    if name and not _HEADER_NAME.match(name):
+        raise where.error(f"{name!r} is not a valid HTTP header name")
+    return name.lower()
+
+
 def _jwt_rule(value: Any, where: _Where) -> JWTRule:
     spec = _mapping(value, where, _JWT_RULE_FIELDS)
-    issuer = _string(spec.get("issuer"), where.at("issuer"), required=True)
+    issuer = _string(spec.get("issuer"), where.at("issuer"))
+    jwks_uri = _string(spec.get("jwksUri", spec.get("jwks_uri")), where.at("jwksUri"))
+    if not issuer and not jwks_uri:
+        raise where.at("issuer").error("issuer or jwksUri must be non-empty string")
+    if jwks_uri and not _HTTP_URL.match(jwks_uri):
+        raise where.at("jwksUri").error(f"{jwks_uri!r} is not an http(s) URL")
     jwks = _string(spec.get("jwks"), where.at("jwks"))
     if jwks:
         try:
             parse_jwks(jwks)
         except JwksError as exc:
             raise where.at("jwks").error(str(exc)) from exc
-    jwks_uri = _string(spec.get("jwksUri", spec.get("jwks_uri")), where.at("jwksUri"))
-    if jwks_uri and not jwks_uri.startswith(("http://", "https://")):
-        raise where.at("jwksUri").error(f"{jwks_uri!r} is not an http(s) URL")
     forward = spec.get("forwardOriginalToken", False)
     if not isinstance(forward, bool):
         raise where.at("forwardOriginalToken").error("must be true or false")
+    timeout = _duration(spec.get("timeout"), where.at("timeout"))
+    if timeout is not None and timeout < 0.001:
+        raise where.at("timeout").error("must be at least 1ms")
     return JWTRule(
         issuer=issuer,
         audiences=_strings(spec.get("audiences"), where.at("audiences")),
@@ -195,14 +210,14 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
         from_headers=_list(spec.get("fromHeaders"), where.at("fromHeaders"), _jwt_header),
         from_params=_strings(spec.get("fromParams"), where.at("fromParams")),
         from_cookies=_strings(spec.get("fromCookies"), where.at("fromCookies")),
-        output_payload_to_header=_string(
+        output_payload_to_header=_header_name(
             spec.get("outputPayloadToHeader"), where.at("outputPayloadToHeader")
-        ).lower(),
+        ),
         forward_original_token=forward,
         output_claim_to_headers=_list(
             spec.get("outputClaimToHeaders"), where.at("outputClaimToHeaders"), _claim_to_header
         ),
-        timeout_seconds=_duration(spec.get("timeout"), where.at("timeout")),
+        timeout_seconds=timeout,
     )
 
 

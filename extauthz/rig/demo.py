@@ -24,8 +24,8 @@ class Answer:
     headers: dict[str, str]
 
 
-def http_get(url: str, headers: dict[str, str] | None = None) -> Answer:
-    request = urllib.request.Request(url, headers=headers or {})
+def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> Answer:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return Answer(response.status, response.read().decode(errors="replace"),

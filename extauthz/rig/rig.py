@@ -55,11 +55,17 @@ class Ports:
 
 
 class Rig:
-    def __init__(self, workdir: Path, envoy_dir: Path = REPO_ENVOY_DIR) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        envoy_dir: Path = REPO_ENVOY_DIR,
+        gateway_policies: Path = SAMPLES / "gateway-policies.yaml",
+    ) -> None:
         if not (envoy_dir / "gateway.yaml").exists():
             raise RuntimeError(f"Envoy configs not found in {envoy_dir}: run from a checkout")
         self.workdir = workdir
         self.envoy_dir = envoy_dir
+        self.gateway_policies = gateway_policies
         self.ports = Ports.pick()
         self.processes: dict[str, Process] = {}
         self.gateway_url = f"http://127.0.0.1:{self.ports.gateway}"
@@ -152,7 +158,7 @@ class Rig:
         authorizers = [
             self._extauthz(
                 "extauthz-gateway",
-                SAMPLES / "gateway-policies.yaml",
+                self.gateway_policies,
                 "istio-system",
                 "app=istio-ingressgateway",
                 p.gateway_grpc,

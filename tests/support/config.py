@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from extauthz.config.compile import Snapshot, compile_snapshot
 from extauthz.config.parse import parse_documents
 from extauthz.config.workload import Workload, parse_labels
@@ -22,7 +24,7 @@ kind: RequestAuthentication
 metadata: {{name: jwt, namespace: {namespace}}}
 spec:
   jwtRules:
-  - issuer: {issuer!r}
-    jwks: {jwks!r}
+  - issuer: {json.dumps(issuer)}
+    jwks: {json.dumps(jwks)}
     {indented}
 """

@@ -84,12 +84,26 @@ def test_access_token_query_parameter_is_read_and_removed() -> None:
     assert result.params_to_remove == ("access_token",)
 
 
-def test_a_bad_token_next_to_a_good_one_fails() -> None:
+@pytest.mark.parametrize(
+    ("header", "query", "status"),
+    [
+        pytest.param("good", "wrong-key", JwtStatus.Ok, id="good-first-then-bad"),
+        pytest.param("wrong-key", "good", JwtStatus.JwtVerificationFail, id="bad-first-then-good"),
+        pytest.param("expired", "wrong-key", JwtStatus.JwtExpired, id="both-bad-first-reported"),
+    ],
+)
+def test_two_tokens_follow_envoys_allow_missing(header: str, query: str, status: JwtStatus) -> None:
+    # Istio's OR{provider, allow_missing}: allow_missing checks the tokens from last to first
+    # and keeps the outcome of the first one found (headers come before query parameters).
     attrs = RequestAttributes(
-        headers={"authorization": f"Bearer {TOKENS['good']}"},
-        query=f"access_token={TOKENS['wrong-key']}",
+        headers={"authorization": f"Bearer {TOKENS[header]}"},
+        query=f"access_token={TOKENS[query]}",
     )
-    assert authenticate(attrs, PROVIDERS, no_remote, NOW).status is JwtStatus.JwtVerificationFail
+    result = authenticate(attrs, PROVIDERS, no_remote, NOW)
+    assert result.status is status
+    if status is JwtStatus.Ok:
+        # Only the verified token is stripped; the bad one is not trusted for anything.
+        assert (result.headers_to_remove, result.params_to_remove) == (("authorization",), ())
 
 
 def test_audiences() -> None:

@@ -51,7 +51,9 @@ def test_errors_name_file_document_resource_and_field(spec: str, message: str) -
 
 def test_request_authentication_errors() -> None:
     text = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r}\n"
-    with pytest.raises(ConfigError, match=r"jwtRules\[0\]\.issuer: is required"):
+    with pytest.raises(
+        ConfigError, match=r"jwtRules\[0\]\.issuer: issuer or jwksUri must be non-empty"
+    ):
         parse_documents(text + "spec:\n  jwtRules:\n  - jwks: '{}'\n", "f.yaml")
     with pytest.raises(ConfigError, match=r"jwtRules\[0\]\.jwks: Jwks does not have \[keys\]"):
         parse_documents(text + "spec:\n  jwtRules:\n  - {issuer: i, jwks: '{}'}\n", "f.yaml")
