@@ -14,8 +14,8 @@ demo: $(BIN)/.installed
 	$(BIN)/extauthz demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check extauthz tests
-	$(BIN)/ruff format --check extauthz tests
+	$(BIN)/ruff check extauthz tests bench
+	$(BIN)/ruff format --check extauthz tests bench
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed

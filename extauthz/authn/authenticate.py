@@ -54,29 +54,31 @@ def check_token(
     now: int,
     cache: VerifiedTokenCache | None = None,
 ) -> Checked:
-    parsed = parse_jwt(found.token)
+    seen = cache.lookup(found.token) if cache is not None else None
+    parsed: Jwt | JwtStatus = seen[1] if seen is not None else parse_jwt(found.token)
     if isinstance(parsed, JwtStatus):
         return Checked(found, provider, parsed, None)
+    jwt = parsed
 
     def done(status: JwtStatus) -> Checked:
-        return Checked(found, provider, status, parsed)
+        return Checked(found, provider, status, jwt)
 
-    if not provider.allows_issuer(parsed.iss):
+    if not provider.allows_issuer(jwt.iss):
         return done(JwtStatus.JwtUnknownIssuer)
-    time_status = check_time(parsed, now, CLOCK_SKEW_SECONDS)
+    time_status = check_time(jwt, now, CLOCK_SKEW_SECONDS)
     if time_status is not JwtStatus.Ok:
         return done(time_status)
-    if not provider.allows_audiences(parsed.audiences):
+    if not provider.allows_audiences(jwt.audiences):
         return done(JwtStatus.JwtAudienceNotAllowed)
     keys = provider.inline_keys or (remote_keys(provider.jwks_uri) if provider.jwks_uri else None)
     if keys is None:
         # No key set was ever fetched for this issuer: fail closed, as Envoy does.
         return done(JwtStatus.JwksFetchFail)
-    if cache is not None and cache.get(found.token, keys) is not None:
-        return done(JwtStatus.Ok)
-    status = verify_signature(parsed, keys)
+    if seen is not None and seen[0] is keys:
+        return done(JwtStatus.Ok)  # this exact key set verified this exact token before
+    status = verify_signature(jwt, keys)
     if status is JwtStatus.Ok and cache is not None:
-        cache.put(found.token, keys, parsed)
+        cache.put(found.token, keys, jwt)
     return done(status)
 
 

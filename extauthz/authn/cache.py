@@ -22,13 +22,18 @@ class VerifiedTokenCache:
         self.misses = 0
 
     def get(self, token: str, keys: KeySet) -> Jwt | None:
+        entry = self.lookup(token)
+        return entry[1] if entry is not None and entry[0] is keys else None
+
+    def lookup(self, token: str) -> tuple[KeySet, Jwt] | None:
+        """The parsed token and the key set that verified it, if it was seen."""
         entry = self._entries.get(token)
-        if entry is None or entry[0] is not keys:
+        if entry is None:
             self.misses += 1
             return None
         self._entries.move_to_end(token)
         self.hits += 1
-        return entry[1]
+        return entry
 
     def put(self, token: str, keys: KeySet, jwt: Jwt) -> None:
         self._entries[token] = (keys, jwt)
