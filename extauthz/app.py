@@ -14,8 +14,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.admin import build_admin_app
 from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.jwks import KeyStore
-from extauthz.authn.jwks_fetcher import DEFAULT_REFRESH_SECONDS, JwksFetcher
+from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS, KeyStore
+from extauthz.authn.jwks_fetcher import (
+    DEFAULT_REFETCH_MIN_SECONDS,
+    DEFAULT_REFRESH_SECONDS,
+    JwksFetcher,
+)
 from extauthz.config.parse import ConfigError
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload
@@ -34,6 +38,9 @@ class Settings:
     workload: Workload = field(default_factory=lambda: Workload("default"))
     root_namespace: str = "istio-system"
     jwks_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    jwks_refetch_min_seconds: float = DEFAULT_REFETCH_MIN_SECONDS
+    jwks_max_stale_seconds: float = DEFAULT_MAX_STALE_SECONDS
+    jwks_ca_file: str | None = None
     drain_seconds: float = 5.0
 
 
@@ -50,11 +57,15 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.store = ConfigStore(settings.config_paths, settings.workload, settings.root_namespace)
-        self.keys = KeyStore()
+        self.keys = KeyStore(settings.jwks_max_stale_seconds)
+        self.metrics.watch_keys(self.keys)
         self.fetcher = JwksFetcher(
             self.keys,
             settings.jwks_refresh_seconds,
-            on_result=lambda uri, result: self.metrics.jwks_fetches.labels(result).inc(),
+            on_result=lambda uri, result: self.metrics.jwks_fetches.labels(uri, result).inc(),
+            refetch_min_seconds=settings.jwks_refetch_min_seconds,
+            ca_file=settings.jwks_ca_file,
+            on_refetch=lambda uri: self.metrics.jwks_refetches.labels(uri).inc(),
         )
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
@@ -86,15 +97,18 @@ class Service:
             serving = self.store.current.generation if self.store.is_loaded else "none"
             log.error("configuration rejected, still serving generation %s: %s", serving, exc)
             return
-        await self.fetcher.track(self.store.current.jwks_uris)
+        await self.fetcher.track(self.store.current.jwks_sources)
 
     async def start(self) -> None:
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
-        await self.fetcher.track(self.store.current.jwks_uris)
+        await self.fetcher.track(self.store.current.jwks_sources)
 
         server = grpc.aio.server()
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationService(self.store, self.keys, self.metrics, VerifiedTokenCache()), server
+            AuthorizationService(
+                self.store, self.keys, self.metrics, VerifiedTokenCache(), self.fetcher.refetch
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = split_addr(self.settings.grpc_addr)

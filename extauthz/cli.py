@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from extauthz import __version__
+from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS
+from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
 from extauthz.config.parse import ConfigError
 
 SERVE_EXAMPLES = """
@@ -34,6 +37,26 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+ENV_PREFIX = "EXTAUTHZ_"
+
+
+def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
+    """Every `--some-flag` may come from EXTAUTHZ_SOME_FLAG; a flag on the command line wins.
+    EXTAUTHZ_CONFIG may list several paths separated by commas."""
+    for action in parser._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--")), None)
+        if flag is None or action.dest == "help":
+            continue
+        value = os.environ.get(ENV_PREFIX + flag[2:].upper().replace("-", "_"))
+        if value is None:
+            continue
+        if action.dest == "config":
+            action.default = [part for part in value.split(",") if part]
+            action.required = False
+        else:
+            action.default = action.type(value) if callable(action.type) else value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extauthz",
@@ -51,9 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument(
-        "--config", action="append", required=True, metavar="PATH",
+        "--config",
+        action="append",
+        required=True,
+        metavar="PATH",
         help="Istio YAML file or directory of *.yaml/*.yml (repeatable)",
-    )  # fmt: skip
+    )
     serve.add_argument(
         "--grpc-addr", default="0.0.0.0:9000", help="HOST:PORT for Check and gRPC health"
     )
@@ -61,10 +87,34 @@ def _parser() -> argparse.ArgumentParser:
         "--http-addr", default="0.0.0.0:9090", help="HOST:PORT for /healthz /readyz /metrics"
     )
     serve.add_argument(
-        "--jwks-refresh", type=float, default=None, metavar="SECONDS",
-        help="how often to refetch every jwksUri (default: Istio's 20 minutes)",
-    )  # fmt: skip
+        "--jwks-refresh",
+        type=float,
+        default=DEFAULT_REFRESH_SECONDS,
+        metavar="SECONDS",
+        help="how often every jwksUri is refetched (default: Istio's 1200)",
+    )
+    serve.add_argument(
+        "--jwks-refetch-interval",
+        type=float,
+        default=DEFAULT_REFETCH_MIN_SECONDS,
+        metavar="SECONDS",
+        help="at most one refetch per URI in this time for unknown-kid tokens (default: 30)",
+    )
+    serve.add_argument(
+        "--jwks-max-stale",
+        type=float,
+        default=DEFAULT_MAX_STALE_SECONDS,
+        metavar="SECONDS",
+        help="stop using keys not refreshed for this long; their tokens then fail (default: 86400)",
+    )
+    serve.add_argument(
+        "--jwks-ca-file",
+        default=None,
+        metavar="PEM",
+        help="extra CA bundle for https jwksUri, added to the system CAs",
+    )
     _add_workload_flags(serve)
+    _defaults_from_environment(serve)
 
     validate = commands.add_parser("validate", help="check Istio YAML the way `serve` loads it")
     validate.add_argument("paths", nargs="+", metavar="PATH")
@@ -93,9 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
         http_addr=args.http_addr,
         workload=workload,
         root_namespace=args.root_namespace,
+        jwks_refresh_seconds=args.jwks_refresh,
+        jwks_refetch_min_seconds=args.jwks_refetch_interval,
+        jwks_max_stale_seconds=args.jwks_max_stale,
+        jwks_ca_file=args.jwks_ca_file,
     )
-    if args.jwks_refresh:
-        settings = Settings(**{**_fields(settings), "jwks_refresh_seconds": args.jwks_refresh})
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:
@@ -105,10 +157,6 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"extauthz: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _fields(settings: object) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -29,11 +30,13 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         keys: KeyStore,
         metrics: Metrics,
         cache: VerifiedTokenCache | None = None,
+        refetch: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._store = store
         self._keys = keys
         self._metrics = metrics
         self._cache = cache if cache is not None else VerifiedTokenCache()
+        self._refetch = refetch
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
@@ -43,6 +46,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             attrs = to_attributes(request)
             snapshot = self._store.current
             decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
+            uri = decision.authn.jwks_uri
+            if uri and self._refetch is not None and await self._refetch(uri):
+                # The token's key was unknown (rotation) or never fetched: the edge fetched
+                # the key set once (single-flight, rate-limited); decide again with it.
+                decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
             response = to_response(decision)
         except Exception as exc:  # the one broad except: any failure is a logged, counted deny
             log.exception("Check failed; denying")

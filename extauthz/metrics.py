@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from extauthz import __version__
+from extauthz.authn.jwks import KeyStore
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -31,8 +37,14 @@ class Metrics:
         )
         self.jwks_fetches = Counter(
             "extauthz_jwks_fetches",
-            "JWKS fetches by result (ok, http_error, timeout, invalid).",
-            ["result"],
+            "JWKS fetches by URI and result (ok, http_error, timeout, invalid).",
+            ["uri", "result"],
+            registry=self.registry,
+        )
+        self.jwks_refetches = Counter(
+            "extauthz_jwks_unknown_kid_refetches",
+            "JWKS fetches triggered by a token whose key was unknown, by URI.",
+            ["uri"],
             registry=self.registry,
         )
         self.config_generation = Gauge(
@@ -52,5 +64,33 @@ class Metrics:
         for decision in ("allow", "deny", "unauthenticated"):
             self.checks.labels(decision)
 
+    def watch_keys(self, keys: KeyStore) -> None:
+        self.registry.register(_KeyStoreCollector(keys))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _KeyStoreCollector(Collector):
+    """Key-set gauges read from the KeyStore at scrape time (URIs come from the config, so
+    the label set is bounded)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        count = GaugeMetricFamily(
+            "extauthz_jwks_keys", "Usable keys in the cached key set, by URI.", labels=["uri"]
+        )
+        age = GaugeMetricFamily(
+            "extauthz_jwks_age_seconds",
+            "Seconds since the key set was last fetched successfully, by URI.",
+            labels=["uri"],
+        )
+        now = time.time()
+        for state in self._keys.states():
+            count.add_metric([state.uri], len(state.keys) if state.keys else 0)
+            if state.fetched_at is not None:
+                age.add_metric([state.uri], now - state.fetched_at)
+        yield count
+        yield age

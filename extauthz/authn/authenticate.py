@@ -122,16 +122,22 @@ def authenticate(
         for i in range(n):
             status = allow_missing_status(i)
             if not provider_passes(i) and status is not JwtStatus.Ok:
-                return _rejected(status, checked[i][0].jwt)
+                return _rejected(checked[i][0])
     return _accepted([c for row in checked for c in row if c.status is JwtStatus.Ok], providers)
 
 
-def _rejected(status: JwtStatus, jwt: Jwt | None) -> AuthnResult:
+# Failures that fresh keys could cure: a rotated key (unknown kid) or keys never fetched.
+KEY_FAILURES = frozenset({JwtStatus.JwksKidAlgMismatch, JwtStatus.JwksFetchFail})
+
+
+def _rejected(checked: Checked) -> AuthnResult:
+    jwt, status = checked.jwt, checked.status
     return AuthnResult(
         status,
         issuer=jwt.iss if jwt else "",
         subject=jwt.sub if jwt else "",
         kid=jwt.kid if jwt else "",
+        jwks_uri=checked.provider.jwks_uri if status in KEY_FAILURES else "",
     )
 
 

@@ -11,6 +11,16 @@ from extauthz.config.resources import ClaimToHeader, RequestAuthentication
 
 # Istio's JWTRule.timeout default for fetching a jwksUri.
 DEFAULT_JWKS_TIMEOUT_SECONDS = 5.0
+OIDC_DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class JwksSource:
+    """Where a rule's keys come from over the network."""
+
+    uri: str  # the jwksUri, or the issuer's OIDC discovery document
+    timeout_seconds: float
+    is_discovery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +30,9 @@ class JwtProvider:
     audiences: frozenset[str]
     locations: tuple[Location, ...]
     inline_keys: KeySet | None
-    jwks_uri: str
+    jwks_uri: str  # the key of its KeySet in the KeyStore; "" with inline keys
     jwks_timeout_seconds: float
+    jwks_discovery: bool
     forward_original_token: bool
     output_payload_to_header: str
     output_claim_to_headers: tuple[ClaimToHeader, ...]
@@ -45,30 +56,40 @@ class ProviderSet:
     output_headers: tuple[str, ...] = ()
 
     @property
-    def jwks_uris(self) -> dict[str, float]:
-        """Every remote JWKS to keep fresh, with the shortest fetch timeout naming it."""
-        uris: dict[str, float] = {}
-        for provider in self.providers:
-            if provider.jwks_uri and provider.inline_keys is None:
-                timeout = provider.jwks_timeout_seconds
-                uris[provider.jwks_uri] = min(timeout, uris.get(provider.jwks_uri, timeout))
-        return uris
+    def jwks_sources(self) -> dict[str, JwksSource]:
+        """Every remote key set to keep fresh (one per URI, the shortest timeout naming it)."""
+        sources: dict[str, JwksSource] = {}
+        for p in self.providers:
+            if not p.jwks_uri:
+                continue
+            known = sources.get(p.jwks_uri)
+            timeout = min(p.jwks_timeout_seconds, known.timeout_seconds if known else 1e9)
+            sources[p.jwks_uri] = JwksSource(p.jwks_uri, timeout, p.jwks_discovery)
+        return sources
+
+    def source_of(self, uri: str) -> JwksSource | None:
+        return self.jwks_sources.get(uri)
 
 
 def compile_providers(authns: Iterable[RequestAuthentication]) -> ProviderSet:
     providers: list[JwtProvider] = []
     for authn in authns:
         for index, rule in enumerate(authn.jwt_rules):
+            # Inline `jwks` wins over `jwksUri`, as in Istio; with neither, Istio finds the
+            # keys through the issuer's OpenID Connect discovery document.
+            inline = parse_jwks(rule.jwks) if rule.jwks else None
+            discovery = inline is None and not rule.jwks_uri
+            uri = "" if inline else rule.jwks_uri or rule.issuer.rstrip("/") + OIDC_DISCOVERY_PATH
             providers.append(
                 JwtProvider(
                     ref=f"{authn.meta.ref} jwtRules[{index}]",
                     issuer=rule.issuer,
                     audiences=frozenset(rule.audiences),
                     locations=rule_locations(rule),
-                    # Inline `jwks` wins over `jwksUri`, as in Istio.
-                    inline_keys=parse_jwks(rule.jwks) if rule.jwks else None,
-                    jwks_uri=rule.jwks_uri,
+                    inline_keys=inline,
+                    jwks_uri=uri,
                     jwks_timeout_seconds=rule.timeout_seconds or DEFAULT_JWKS_TIMEOUT_SECONDS,
+                    jwks_discovery=discovery,
                     forward_original_token=rule.forward_original_token,
                     output_payload_to_header=rule.output_payload_to_header,
                     output_claim_to_headers=rule.output_claim_to_headers,

@@ -24,6 +24,8 @@ class AuthnResult:
     headers_to_remove: tuple[str, ...] = ()
     params_to_remove: tuple[str, ...] = ()
     headers_to_set: tuple[tuple[str, str], ...] = ()
+    # On a key failure of a remote key set: which one, so the edge may refetch it.
+    jwks_uri: str = ""
     # Verified payloads by issuer, for Envoy's dynamic metadata (jwt_authn's payload_in_metadata).
     payloads: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
 

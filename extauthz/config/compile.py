@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extauthz.authn.keys import JwksError
-from extauthz.authn.providers import ProviderSet, compile_providers
+from extauthz.authn.providers import JwksSource, ProviderSet, compile_providers
 from extauthz.authz.evaluate import CompiledPolicies, compile_policies
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import ConfigSet
@@ -23,8 +23,8 @@ class Snapshot:
     applied: tuple[str, ...]  # "Kind namespace/name" of every resource that applies
 
     @property
-    def jwks_uris(self) -> dict[str, float]:
-        return self.providers.jwks_uris
+    def jwks_sources(self) -> dict[str, JwksSource]:
+        return self.providers.jwks_sources
 
 
 def compile_snapshot(

@@ -6,6 +6,7 @@ from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import authenticate
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.keys import KeySet, parse_jwks
+from extauthz.authn.providers import JwksSource
 from extauthz.authn.status import JwtStatus
 from tests.support.config import request_authentication, snapshot_from
 from tests.support.tokens import ISSUER, NOW, claims, jwks_of, rsa_key
@@ -126,7 +127,9 @@ spec:
     jwksUri: http://127.0.0.1:1/keys
 """
     providers = snapshot_from(yaml_text).providers
-    assert providers.jwks_uris == {"http://127.0.0.1:1/keys": 5.0}
+    assert providers.jwks_sources == {
+        "http://127.0.0.1:1/keys": JwksSource("http://127.0.0.1:1/keys", 5.0)
+    }
     token = TOKENS["good"]
     assert authenticate(bearer(token), providers, no_remote, NOW).status is JwtStatus.JwksFetchFail
     keys = parse_jwks(JWKS)
