@@ -41,6 +41,7 @@ class Settings:
     jwks_refetch_min_seconds: float = DEFAULT_REFETCH_MIN_SECONDS
     jwks_max_stale_seconds: float = DEFAULT_MAX_STALE_SECONDS
     jwks_ca_file: str | None = None
+    xff_num_trusted_hops: int = 0
     drain_seconds: float = 5.0
 
 
@@ -77,10 +78,11 @@ class Service:
     def load_config(self) -> None:
         """Load or reload; on error the last good configuration keeps serving."""
         try:
-            snapshot = self.store.load()
+            self.store.load()
         except ConfigError:
             self.metrics.config_reloads.labels("error").inc()
             raise
+        snapshot = self.store.current
         self.metrics.config_reloads.labels("ok").inc()
         self.metrics.config_generation.set(snapshot.generation)
         log.info(
@@ -94,19 +96,24 @@ class Service:
         try:
             self.load_config()
         except ConfigError as exc:
-            serving = self.store.current.generation if self.store.is_loaded else "none"
+            serving = self.store.generation.number if self.store.is_loaded else "none"
             log.error("configuration rejected, still serving generation %s: %s", serving, exc)
             return
-        await self.fetcher.track(self.store.current.jwks_sources)
+        await self.fetcher.track(self.store.generation.jwks_sources)
 
     async def start(self) -> None:
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
-        await self.fetcher.track(self.store.current.jwks_sources)
+        await self.fetcher.track(self.store.generation.jwks_sources)
 
         server = grpc.aio.server()
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationService(
-                self.store, self.keys, self.metrics, VerifiedTokenCache(), self.fetcher.refetch
+                self.store,
+                self.keys,
+                self.metrics,
+                VerifiedTokenCache(),
+                self.fetcher.refetch,
+                self.settings.xff_num_trusted_hops,
             ),
             server,
         )

@@ -18,8 +18,9 @@ class RequestAttributes:
     query: str = ""  # raw query string, without the '?'
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # lower-case names
     scheme: str = "http"
-    source_ip: str = ""
+    source_ip: str = ""  # the direct peer of Envoy's downstream connection (Istio's source.ip)
     source_port: int = 0
+    remote_ip: str = ""  # the client address Envoy trusts after XFF (Istio's remote.ip)
     destination_ip: str = ""
     destination_port: int = 0
     source_principal: str = ""  # the peer certificate's URI SAN, e.g. spiffe://td/ns/foo/sa/bar
@@ -59,6 +60,18 @@ class RequestAttributes:
             if sep and key == name:
                 return value.strip('"')
         return None
+
+
+def trusted_client_ip(xff: str | None, peer: str, trusted_hops: int = 0) -> str:
+    """Envoy's remote address for a request: the (trusted_hops + 1)-th address from the right
+    of x-forwarded-for, or the direct peer without one. With `use_remote_address: true`
+    Envoy has already appended the peer to XFF, so zero trusted hops gives the peer; with
+    it false, the last address a previous proxy added."""
+    if xff:
+        addresses = [part.strip() for part in xff.split(",") if part.strip()]
+        if len(addresses) > trusted_hops:
+            return addresses[-1 - trusted_hops]
+    return peer
 
 
 def _parse_query(query: str) -> list[tuple[str, str]]:

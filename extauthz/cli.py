@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="extra CA bundle for https jwksUri, added to the system CAs",
     )
+    serve.add_argument(
+        "--xff-num-trusted-hops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Envoy's xff_num_trusted_hops: which x-forwarded-for entry is remote.ip (default 0)",
+    )
     _add_workload_flags(serve)
     _defaults_from_environment(serve)
 
@@ -147,6 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
         jwks_refetch_min_seconds=args.jwks_refetch_interval,
         jwks_max_stale_seconds=args.jwks_max_stale,
         jwks_ca_file=args.jwks_ca_file,
+        xff_num_trusted_hops=args.xff_num_trusted_hops,
     )
     try:
         asyncio.run(serve(settings))
@@ -160,12 +168,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from extauthz.authz.evaluate import compile_policies
+    from extauthz.config.compile import compile_generation
     from extauthz.config.parse import load_config
 
     try:
         config = load_config(args.paths)
-        compile_policies(config.authorization_policies)
+        compile_generation(config, "istio-system")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

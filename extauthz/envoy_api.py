@@ -12,7 +12,7 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
-from extauthz.attributes import RequestAttributes, split_path
+from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
 from extauthz.decision import Decision, Verdict
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -31,7 +31,9 @@ def _headers(http: Any) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
-def to_attributes(request: external_auth_pb2.CheckRequest) -> RequestAttributes:
+def to_attributes(
+    request: external_auth_pb2.CheckRequest, xff_trusted_hops: int = 0
+) -> RequestAttributes:
     attributes = request.attributes
     http = attributes.request.http
     headers = _headers(http)
@@ -47,6 +49,9 @@ def to_attributes(request: external_auth_pb2.CheckRequest) -> RequestAttributes:
         scheme=http.scheme or "http",
         source_ip=source.address,
         source_port=source.port_value,
+        remote_ip=trusted_client_ip(
+            headers.get("x-forwarded-for"), source.address, xff_trusted_hops
+        ),
         destination_ip=destination.address,
         destination_port=destination.port_value,
         source_principal=attributes.source.principal,

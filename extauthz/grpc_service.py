@@ -9,9 +9,12 @@ from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.jwks import KeyStore
+from extauthz.config.compile import Snapshot
 from extauthz.config.store import ConfigStore
+from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import decide, internal_error
 from extauthz.envoy_api import to_attributes, to_response
 from extauthz.logs import log_decision
@@ -31,20 +34,35 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         metrics: Metrics,
         cache: VerifiedTokenCache | None = None,
         refetch: Callable[[str], Awaitable[bool]] | None = None,
+        xff_num_trusted_hops: int = 0,
     ) -> None:
         self._store = store
         self._keys = keys
         self._metrics = metrics
         self._cache = cache if cache is not None else VerifiedTokenCache()
         self._refetch = refetch
+        self._xff_hops = xff_num_trusted_hops
+
+    def _snapshot_for(self, attrs: RequestAttributes) -> Snapshot:
+        """The CLI's workload, unless Envoy names one per route or listener with the
+        context_extensions `namespace` and `labels` (one extauthz, several workloads)."""
+        extensions = attrs.context_extensions
+        if "namespace" not in extensions and "labels" not in extensions:
+            return self._store.current
+        default = self._store.workload
+        workload = Workload(
+            extensions.get("namespace") or default.namespace,
+            parse_labels(extensions["labels"]) if "labels" in extensions else default.labels,
+        )
+        return self._store.generation.snapshot_for(workload)
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         try:
-            attrs = to_attributes(request)
-            snapshot = self._store.current
+            attrs = to_attributes(request, self._xff_hops)
+            snapshot = self._snapshot_for(attrs)
             decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
             uri = decision.authn.jwks_uri
             if uri and self._refetch is not None and await self._refetch(uri):

@@ -71,37 +71,47 @@ class ProviderSet:
         return self.jwks_sources.get(uri)
 
 
-def compile_providers(authns: Iterable[RequestAuthentication]) -> ProviderSet:
-    providers: list[JwtProvider] = []
-    for authn in authns:
-        for index, rule in enumerate(authn.jwt_rules):
-            # Inline `jwks` wins over `jwksUri`, as in Istio; with neither, Istio finds the
-            # keys through the issuer's OpenID Connect discovery document.
-            inline = parse_jwks(rule.jwks) if rule.jwks else None
-            discovery = inline is None and not rule.jwks_uri
-            uri = "" if inline else rule.jwks_uri or rule.issuer.rstrip("/") + OIDC_DISCOVERY_PATH
-            providers.append(
-                JwtProvider(
-                    ref=f"{authn.meta.ref} jwtRules[{index}]",
-                    issuer=rule.issuer,
-                    audiences=frozenset(rule.audiences),
-                    locations=rule_locations(rule),
-                    inline_keys=inline,
-                    jwks_uri=uri,
-                    jwks_timeout_seconds=rule.timeout_seconds or DEFAULT_JWKS_TIMEOUT_SECONDS,
-                    jwks_discovery=discovery,
-                    forward_original_token=rule.forward_original_token,
-                    output_payload_to_header=rule.output_payload_to_header,
-                    output_claim_to_headers=rule.output_claim_to_headers,
-                )
+def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
+    """One provider per JWTRule of a RequestAuthentication, compiled once per generation."""
+    providers = []
+    for index, rule in enumerate(authn.jwt_rules):
+        # Inline `jwks` wins over `jwksUri`, as in Istio; with neither, Istio finds the
+        # keys through the issuer's OpenID Connect discovery document.
+        inline = parse_jwks(rule.jwks) if rule.jwks else None
+        discovery = inline is None and not rule.jwks_uri
+        uri = "" if inline else rule.jwks_uri or rule.issuer.rstrip("/") + OIDC_DISCOVERY_PATH
+        providers.append(
+            JwtProvider(
+                ref=f"{authn.meta.ref} jwtRules[{index}]",
+                issuer=rule.issuer,
+                audiences=frozenset(rule.audiences),
+                locations=rule_locations(rule),
+                inline_keys=inline,
+                jwks_uri=uri,
+                jwks_timeout_seconds=rule.timeout_seconds or DEFAULT_JWKS_TIMEOUT_SECONDS,
+                jwks_discovery=discovery,
+                forward_original_token=rule.forward_original_token,
+                output_payload_to_header=rule.output_payload_to_header,
+                output_claim_to_headers=rule.output_claim_to_headers,
             )
-    locations = tuple(dict.fromkeys(loc for p in providers for loc in p.locations))
+        )
+    return tuple(providers)
+
+
+def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
+    """The providers of one workload, with their locations and output headers gathered."""
+    chosen = tuple(providers)
+    locations = tuple(dict.fromkeys(loc for p in chosen for loc in p.locations))
     outputs = tuple(
         dict.fromkeys(
             name
-            for p in providers
+            for p in chosen
             for name in (p.output_payload_to_header, *(c.header for c in p.output_claim_to_headers))
             if name
         )
     )
-    return ProviderSet(tuple(providers), locations, outputs)
+    return ProviderSet(chosen, locations, outputs)
+
+
+def compile_providers(authns: Iterable[RequestAuthentication]) -> ProviderSet:
+    return provider_set(p for authn in authns for p in compile_rules(authn))

@@ -58,24 +58,29 @@ class CompiledPolicies:
         return len(self.deny) + len(self.allow) + len(self.audit) + len(self.dry_run)
 
 
-def compile_policies(policies: Iterable[AuthorizationPolicy]) -> CompiledPolicies:
+def compile_policy(policy: AuthorizationPolicy) -> CompiledPolicy | None:
+    """Compile one policy once per generation; None for CUSTOM, which we cannot enforce (it
+    delegates to another authorizer: loaded and reported, not enforced)."""
+    if policy.action == "CUSTOM":
+        return None
+    try:
+        rules = tuple(compile_rule(rule, index) for index, rule in enumerate(policy.rules))
+    except ConfigError as exc:
+        raise ConfigError(f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}") from exc
+    return CompiledPolicy(policy.meta.ref, policy.action, policy.is_dry_run, rules)
+
+
+def group_policies(compiled: Iterable[CompiledPolicy]) -> CompiledPolicies:
     groups: dict[str, list[CompiledPolicy]] = {"DENY": [], "ALLOW": [], "AUDIT": [], "DRY": []}
-    for policy in policies:
-        if policy.action == "CUSTOM":
-            # We are the external authorizer: a CUSTOM policy delegates to some other one,
-            # which this service cannot call. It is loaded (and reported) but not enforced.
-            continue
-        try:
-            rules = tuple(compile_rule(rule, index) for index, rule in enumerate(policy.rules))
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}"
-            ) from exc
-        compiled = CompiledPolicy(policy.meta.ref, policy.action, policy.is_dry_run, rules)
-        groups["DRY" if policy.is_dry_run else policy.action].append(compiled)
+    for policy in compiled:
+        groups["DRY" if policy.is_dry_run else policy.action].append(policy)
     return CompiledPolicies(
         tuple(groups["DENY"]), tuple(groups["ALLOW"]), tuple(groups["AUDIT"]), tuple(groups["DRY"])
     )
+
+
+def compile_policies(policies: Iterable[AuthorizationPolicy]) -> CompiledPolicies:
+    return group_policies(c for c in map(compile_policy, policies) if c is not None)
 
 
 def _matches(

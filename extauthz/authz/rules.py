@@ -44,9 +44,7 @@ def peer_namespace(attrs: RequestAttributes) -> str:
 
 
 def remote_ip(attrs: RequestAttributes) -> str:
-    # Envoy puts the client address it trusts (after XFF processing) in
-    # x-envoy-external-address; without it the direct peer is the remote address.
-    return attrs.headers.get("x-envoy-external-address") or attrs.source_ip
+    return attrs.remote_ip or attrs.source_ip
 
 
 def _claim_values(claims: Any, path: Sequence[str]) -> Sequence[str]:

@@ -1,19 +1,36 @@
-"""Compile a ConfigSet for one workload into a Snapshot: one immutable config generation."""
+"""Compile a ConfigSet once per generation, and select what applies to a workload.
+
+Every policy and every JWT rule is compiled when the configuration loads (so an error
+anywhere rejects the generation); a workload's Snapshot is then only a selection of
+compiled objects, made once per workload and kept.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from threading import Lock
 
 from extauthz.authn.keys import JwksError
-from extauthz.authn.providers import JwksSource, ProviderSet, compile_providers
-from extauthz.authz.evaluate import CompiledPolicies, compile_policies
+from extauthz.authn.providers import (
+    JwksSource,
+    JwtProvider,
+    ProviderSet,
+    compile_rules,
+    provider_set,
+)
+from extauthz.authz.evaluate import CompiledPolicies, CompiledPolicy, compile_policy, group_policies
 from extauthz.config.parse import ConfigError
-from extauthz.config.resources import ConfigSet
+from extauthz.config.resources import AuthorizationPolicy, ConfigSet, RequestAuthentication
 from extauthz.config.workload import Workload, applies_to
+
+# Workloads named per request (context_extensions) whose Snapshot is kept.
+_MAX_WORKLOADS = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """Everything that decides requests for one workload in one generation."""
+
     generation: int
     workload: Workload
     root_namespace: str
@@ -27,24 +44,61 @@ class Snapshot:
         return self.providers.jwks_sources
 
 
+@dataclass(slots=True)
+class Generation:
+    """One loaded configuration: compiled once, immutable but for its per-workload memo."""
+
+    number: int
+    config: ConfigSet
+    root_namespace: str
+    authns: tuple[tuple[RequestAuthentication, tuple[JwtProvider, ...]], ...]
+    policies: tuple[tuple[AuthorizationPolicy, CompiledPolicy | None], ...]
+    _snapshots: dict[Workload, Snapshot] = field(default_factory=dict)
+    _lock: Lock = field(default_factory=Lock)
+
+    def snapshot_for(self, workload: Workload) -> Snapshot:
+        found = self._snapshots.get(workload)
+        if found is None:
+            found = self._select(workload)
+            with self._lock:
+                if len(self._snapshots) >= _MAX_WORKLOADS:
+                    self._snapshots.clear()
+                self._snapshots[workload] = found
+        return found
+
+    def _select(self, workload: Workload) -> Snapshot:
+        root = self.root_namespace
+        authns = [(a, p) for a, p in self.authns if applies_to(a, workload, root)]
+        policies = [(p, c) for p, c in self.policies if applies_to(p, workload, root)]
+        return Snapshot(
+            generation=self.number,
+            workload=workload,
+            root_namespace=root,
+            providers=provider_set(p for _, providers in authns for p in providers),
+            policies=group_policies(c for _, c in policies if c is not None),
+            config=self.config,
+            applied=tuple(
+                [f"RequestAuthentication {a.meta.ref}" for a, _ in authns]
+                + [f"AuthorizationPolicy {p.meta.ref} ({p.action})" for p, _ in policies]
+            ),
+        )
+
+    @property
+    def jwks_sources(self) -> dict[str, JwksSource]:
+        """Every remote key set any workload may need: one workload may be named per request."""
+        return provider_set(p for _, providers in self.authns for p in providers).jwks_sources
+
+
+def compile_generation(config: ConfigSet, root_namespace: str, number: int = 1) -> Generation:
+    try:
+        authns = tuple((a, compile_rules(a)) for a in config.request_authentications)
+    except JwksError as exc:  # parse.py checked every inline JWKS; this is belt and braces
+        raise ConfigError(str(exc)) from exc
+    policies = tuple((p, compile_policy(p)) for p in config.authorization_policies)
+    return Generation(number, config, root_namespace, authns, policies)
+
+
 def compile_snapshot(
     config: ConfigSet, workload: Workload, root_namespace: str, generation: int = 1
 ) -> Snapshot:
-    authns = [r for r in config.request_authentications if applies_to(r, workload, root_namespace)]
-    policies = [p for p in config.authorization_policies if applies_to(p, workload, root_namespace)]
-    try:
-        providers = compile_providers(authns)
-    except JwksError as exc:  # parse.py checked every inline JWKS; this is belt and braces
-        raise ConfigError(str(exc)) from exc
-    return Snapshot(
-        generation=generation,
-        workload=workload,
-        root_namespace=root_namespace,
-        providers=providers,
-        policies=compile_policies(policies),
-        config=config,
-        applied=tuple(
-            [f"RequestAuthentication {r.meta.ref}" for r in authns]
-            + [f"AuthorizationPolicy {p.meta.ref} ({p.action})" for p in policies]
-        ),
-    )
+    return compile_generation(config, root_namespace, generation).snapshot_for(workload)

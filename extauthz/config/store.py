@@ -1,11 +1,11 @@
-"""The configuration now serving: one Snapshot reference, swapped whole on reload."""
+"""The configuration now serving: one Generation reference, swapped whole on reload."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
-from extauthz.config.compile import Snapshot, compile_snapshot
+from extauthz.config.compile import Generation, Snapshot, compile_generation
 from extauthz.config.parse import ConfigError, load_config
 from extauthz.config.workload import Workload
 
@@ -15,33 +15,42 @@ log = logging.getLogger(__name__)
 class ConfigStore:
     def __init__(self, paths: Sequence[str], workload: Workload, root_namespace: str) -> None:
         self.paths = tuple(paths)
-        self.workload = workload
+        self.workload = workload  # the default workload (CLI), unless a request names one
         self.root_namespace = root_namespace
-        self._current: Snapshot | None = None
+        self._generation: Generation | None = None
         self.last_error = ""
 
     @property
-    def current(self) -> Snapshot:
-        if self._current is None:
+    def generation(self) -> Generation:
+        if self._generation is None:
             raise RuntimeError("no configuration loaded")
-        return self._current
+        return self._generation
+
+    @property
+    def current(self) -> Snapshot:
+        """The default workload's snapshot of the generation now serving."""
+        return self.generation.snapshot_for(self.workload)
 
     @property
     def is_loaded(self) -> bool:
-        return self._current is not None
+        return self._generation is not None
 
-    def load(self) -> Snapshot:
-        """Parse and compile everything, then swap. On error the last good snapshot stays
+    def set_generation(self, generation: Generation | None) -> None:
+        self._generation = generation
+
+    def load(self) -> Generation:
+        """Parse and compile everything, then swap. On error the last good generation stays
         and ConfigError propagates with a message naming file, document and field."""
-        generation = self._current.generation + 1 if self._current else 1
+        number = self._generation.number + 1 if self._generation else 1
         try:
             config = load_config(self.paths, default_namespace=self.workload.namespace)
-            snapshot = compile_snapshot(config, self.workload, self.root_namespace, generation)
+            generation = compile_generation(config, self.root_namespace, number)
+            generation.snapshot_for(self.workload)
         except ConfigError as exc:
             self.last_error = str(exc)
             raise
         for warning in config.warnings:
             log.warning("%s", warning)
-        self._current = snapshot
+        self._generation = generation
         self.last_error = ""
-        return snapshot
+        return generation

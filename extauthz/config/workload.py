@@ -19,6 +19,16 @@ class Workload:
     namespace: str
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    def __hash__(self) -> int:
+        return hash((self.namespace, tuple(sorted(self.labels.items()))))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Workload)
+            and self.namespace == other.namespace
+            and dict(self.labels) == dict(other.labels)
+        )
+
     def __str__(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         return f"{self.namespace}{{{labels}}}"

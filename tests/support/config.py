@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from extauthz.config.compile import Snapshot, compile_snapshot
+from extauthz.config.compile import Generation, Snapshot, compile_generation, compile_snapshot
 from extauthz.config.parse import parse_documents
 from extauthz.config.workload import Workload, parse_labels
 
@@ -14,6 +14,13 @@ def snapshot_from(
 ) -> Snapshot:
     config = parse_documents(yaml_text, "test.yaml", default_namespace=namespace)
     return compile_snapshot(config, Workload(namespace, parse_labels(labels)), root)
+
+
+def generation_from(
+    yaml_text: str, namespace: str = "foo", root: str = "istio-system"
+) -> Generation:
+    config = parse_documents(yaml_text, "test.yaml", default_namespace=namespace)
+    return compile_generation(config, root)
 
 
 def request_authentication(jwks: str, issuer: str, extra: str = "", namespace: str = "foo") -> str:

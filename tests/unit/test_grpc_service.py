@@ -122,7 +122,7 @@ def test_metrics_and_readiness_over_http() -> None:
 def test_unexpected_failure_denies() -> None:
     async def scenario() -> None:
         async with running(SAMPLES / "gateway-policies.yaml") as service:
-            service.store._current = None  # simulate a broken state: decide() cannot run
+            service.store.set_generation(None)  # simulate a broken state: decide() cannot run
             async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
                 answer = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
                     check_request("/productpage", {"authorization": f"Bearer {DEMO}"})

@@ -22,7 +22,7 @@ from extauthz.config.workload import Workload
 from extauthz.decision import decide
 from extauthz.grpc_service import AuthorizationService
 from extauthz.metrics import Metrics
-from tests.support.config import snapshot_from
+from tests.support.config import generation_from, snapshot_from
 from tests.support.jwks_server import JwksBehaviour, jwks_server, make_tls
 from tests.support.tokens import claims, jwks_of, rsa_key
 
@@ -84,7 +84,7 @@ def test_cold_start_with_server_down_then_recovery_without_restart() -> None:
 
 def _service(yaml_text: str, store: KeyStore, fetcher: JwksFetcher) -> AuthorizationService:
     config = ConfigStore([], Workload("foo"), "istio-system")
-    config._current = snapshot_from(yaml_text)
+    config.set_generation(generation_from(yaml_text))
     return AuthorizationService(config, store, Metrics(), refetch=fetcher.refetch)
 
 
@@ -116,7 +116,7 @@ def test_rotation_new_key_after_one_refetch_old_key_gone_after_refresh() -> None
         fetcher = JwksFetcher(store, refetch_min_seconds=60)
         async with jwks_server(behaviour) as server:
             service = _service(_policy(server.jwks_uri), store, fetcher)
-            await fetcher.track(service._store.current.jwks_sources)
+            await fetcher.track(service._store.generation.jwks_sources)
             old_token = OLD.sign(claims(iss=ISSUER, exp=int(time.time()) + 600, iat=None))
             new_token = NEW.sign(claims(iss=ISSUER, exp=int(time.time()) + 600, iat=None))
             assert (await service.Check(_check(old_token), None)).status.code == code_pb2.OK
@@ -138,7 +138,7 @@ def test_a_thousand_unknown_kids_cause_at_most_one_fetch_per_window() -> None:
         fetcher = JwksFetcher(store, refetch_min_seconds=60)
         async with jwks_server(behaviour) as server:
             service = _service(_policy(server.jwks_uri), store, fetcher)
-            await fetcher.track(service._store.current.jwks_sources)
+            await fetcher.track(service._store.generation.jwks_sources)
             assert behaviour.hits == 1
             tokens = [
                 OLD.sign(
@@ -252,7 +252,7 @@ def test_checks_never_wait_longer_than_the_rule_timeout(mode: str) -> None:
             service = _service(
                 _policy(server.jwks_uri).replace("timeout: 2s", "timeout: 300ms"), store, fetcher
             )
-            await fetcher.track(service._store.current.jwks_sources)
+            await fetcher.track(service._store.generation.jwks_sources)
             token = OLD.sign(claims(iss=ISSUER, exp=int(time.time()) + 60))
             started = time.monotonic()
             answer = await service.Check(_check(token), None)
