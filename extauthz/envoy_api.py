@@ -90,6 +90,12 @@ def dynamic_metadata(decision: Decision) -> dict[str, Any]:
     if authz and authz.policy:
         metadata["policy"] = authz.policy
         metadata["rule"] = authz.rule
+    if authz and authz.detail:
+        metadata["detail"] = authz.detail
+    if authz and authz.audits:
+        metadata["audit"] = [str(match) for match in authz.audits]
+    if authz and authz.dry_run:
+        metadata["dry_run"] = [str(match) for match in authz.dry_run]
     return metadata
 
 

@@ -81,5 +81,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         elapsed = time.perf_counter() - started
         self._metrics.checks.labels(decision.verdict.value).inc()
         self._metrics.check_duration.observe(elapsed)
+        if decision.authz is not None and (
+            decision.authz.policy or decision.authz.audits or decision.authz.dry_run
+        ):
+            self._metrics.count_policies(decision.authz)
         log_decision(attrs, decision, elapsed)
         return response

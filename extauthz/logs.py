@@ -33,6 +33,7 @@ def log_decision(attrs: RequestAttributes, decision: Decision, latency_seconds: 
         "jwt_status": authn.status.name,
         "policy": authz.policy if authz else "",
         "rule": authz.rule if authz else None,
+        "detail": authz.detail if authz else "",
         "issuer": authn.issuer,
         "subject": authn.subject,
         "kid": authn.kid,

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from extauthz import __version__
 from extauthz.authn.jwks import KeyStore
+from extauthz.authz.evaluate import AuthzVerdict
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -47,6 +48,13 @@ class Metrics:
             ["uri"],
             registry=self.registry,
         )
+        self.policy_matches = Counter(
+            "extauthz_policy_matches",
+            "Policy rules that matched, by policy (namespace/name), action and mode "
+            "(enforced, audit, dry_run).",
+            ["policy", "action", "mode"],
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "extauthz_config_generation",
             "Generation of the configuration now serving (starts at 1).",
@@ -63,6 +71,17 @@ class Metrics:
         )
         for decision in ("allow", "deny", "unauthenticated"):
             self.checks.labels(decision)
+
+    def count_policies(self, authz: AuthzVerdict | None) -> None:
+        if authz is None:
+            return
+        if authz.policy:
+            action = "DENY" if not authz.is_allowed else "ALLOW"
+            self.policy_matches.labels(authz.policy, action, "enforced").inc()
+        for match in authz.audits:
+            self.policy_matches.labels(match.policy, match.action, "audit").inc()
+        for match in authz.dry_run:
+            self.policy_matches.labels(match.policy, match.action, "dry_run").inc()
 
     def watch_keys(self, keys: KeyStore) -> None:
         self.registry.register(_KeyStoreCollector(keys))

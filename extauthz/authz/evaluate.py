@@ -45,6 +45,7 @@ class AuthzVerdict:
     rule: int | None = None
     audits: tuple[PolicyMatch, ...] = ()
     dry_run: tuple[PolicyMatch, ...] = ()  # what dry-run policies would have done
+    detail: str = ""  # for denials: the clauses that decided (computed only on a denial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,12 @@ def _matches(
     return tuple(found)
 
 
+def _why_not(policy: CompiledPolicy, attrs: RequestAttributes, authn: AuthnResult) -> str:
+    if not policy.rules:
+        return f"{policy.ref} has no rules"
+    return "; ".join(f"{policy.ref} {rule.explain(attrs, authn)}" for rule in policy.rules)
+
+
 def evaluate(
     policies: CompiledPolicies, attrs: RequestAttributes, authn: AuthnResult
 ) -> AuthzVerdict:
@@ -102,9 +109,9 @@ def evaluate(
     for policy in policies.deny:
         rule = policy.first_match(attrs, authn)
         if rule is not None:
-            return AuthzVerdict(
-                False, f"denied by DENY policy {policy.ref}", policy.ref, rule, audits, dry_run
-            )
+            detail = policy.rules[rule].explain(attrs, authn)
+            reason = f"denied by DENY policy {policy.ref}"
+            return AuthzVerdict(False, reason, policy.ref, rule, audits, dry_run, detail)
     if not policies.allow:
         return AuthzVerdict(True, "no ALLOW policy applies", audits=audits, dry_run=dry_run)
     for policy in policies.allow:
@@ -113,4 +120,7 @@ def evaluate(
             return AuthzVerdict(
                 True, f"allowed by ALLOW policy {policy.ref}", policy.ref, rule, audits, dry_run
             )
-    return AuthzVerdict(False, "no ALLOW policy matched", audits=audits, dry_run=dry_run)
+    detail = "; ".join(_why_not(policy, attrs, authn) for policy in policies.allow)
+    return AuthzVerdict(
+        False, "no ALLOW policy matched", audits=audits, dry_run=dry_run, detail=detail[:2000]
+    )

@@ -128,16 +128,24 @@ _OPERATION_FIELDS: dict[str, tuple[Getter, dict[str, bool]]] = {
 }
 
 
+Named = tuple[str, Predicate]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 def _field_predicates(
     spec: Source | Operation, fields: dict[str, tuple[Getter, dict[str, bool]]]
-) -> list[Predicate]:
-    predicates: list[Predicate] = []
+) -> list[Named]:
+    predicates: list[Named] = []
     for name, (getter, options) in fields.items():
         for attr, negate in ((name, False), (f"not_{name}", True)):
             values: tuple[str, ...] = getattr(spec, attr)
             if values:
                 build = _kind_of(getter)
-                predicates.append(build(getter, values, negate=negate, **options))
+                predicates.append((_camel(attr), build(getter, values, negate=negate, **options)))
     return predicates
 
 
@@ -203,17 +211,79 @@ def _any_of(predicates: Sequence[Predicate]) -> Predicate:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
+    """A rule as one fast predicate, plus its named parts for explaining a decision."""
+
     index: int
     matches: Predicate
+    # ("from", [fields of source 0, fields of source 1, ...]), ("to", ...), ("when[k]", ...)
+    parts: tuple[tuple[str, tuple[tuple[Named, ...], ...]], ...]
+
+    def explain(self, attrs: RequestAttributes, authn: AuthnResult) -> str:
+        """Which parts matched, or the first that did not, e.g.
+        `rules[0]: from[0].source.notRequestPrincipals and to[0].operation.notPaths matched`
+        or `rules[1]: to did not match (to[0].operation.methods)`."""
+        matched: list[str] = []
+        for part, alternatives in self.parts:
+            hit = _first_matching(part, alternatives, attrs, authn)
+            if hit is None:
+                miss = _first_miss(part, alternatives, attrs, authn)
+                return f"rules[{self.index}]: {part} did not match ({miss})"
+            matched.append(hit)
+        return f"rules[{self.index}]: " + (
+            " and ".join(matched) + " matched" if matched else "empty rule matches every request"
+        )
+
+
+def _first_matching(
+    part: str,
+    alternatives: tuple[tuple[Named, ...], ...],
+    attrs: RequestAttributes,
+    authn: AuthnResult,
+) -> str | None:
+    for number, fields in enumerate(alternatives):
+        if all(predicate(attrs, authn) for _, predicate in fields):
+            names = ",".join(name for name, _ in fields) or "{}"
+            return f"{part}[{number}].{names}" if part in ("from", "to") else part
+    return None
+
+
+def _first_miss(
+    part: str,
+    alternatives: tuple[tuple[Named, ...], ...],
+    attrs: RequestAttributes,
+    authn: AuthnResult,
+) -> str:
+    misses = []
+    for number, fields in enumerate(alternatives):
+        for name, predicate in fields:
+            if not predicate(attrs, authn):
+                misses.append(
+                    f"{part}[{number}].{name}" if part in ("from", "to") else f"{part}.{name}"
+                )
+                break
+    return ", ".join(misses)
+
+
+_KIND = {"from": "source", "to": "operation"}
 
 
 def compile_rule(rule: Rule, index: int) -> CompiledRule:
-    parts: list[Predicate] = []
+    parts: list[tuple[str, tuple[tuple[Named, ...], ...]]] = []
     if rule.sources:
-        parts.append(_any_of([_all_of(_field_predicates(s, _SOURCE_FIELDS)) for s in rule.sources]))
-    if rule.operations:
-        parts.append(
-            _any_of([_all_of(_field_predicates(o, _OPERATION_FIELDS)) for o in rule.operations])
+        sources = tuple(
+            tuple((f"source.{n}", p) for n, p in _field_predicates(s, _SOURCE_FIELDS))
+            for s in rule.sources
         )
-    parts.extend(_condition_predicate(condition) for condition in rule.conditions)
-    return CompiledRule(index, _all_of(parts))
+        parts.append(("from", sources))
+    if rule.operations:
+        operations = tuple(
+            tuple((f"operation.{n}", p) for n, p in _field_predicates(o, _OPERATION_FIELDS))
+            for o in rule.operations
+        )
+        parts.append(("to", operations))
+    for number, condition in enumerate(rule.conditions):
+        parts.append((f"when[{number}]", (((condition.key, _condition_predicate(condition)),),)))
+    predicate = _all_of(
+        [_any_of([_all_of([p for _, p in fields]) for fields in alts]) for _, alts in parts]
+    )
+    return CompiledRule(index, predicate, tuple(parts))

@@ -155,3 +155,35 @@ def test_uncompilable_values_reject_the_config(rules: str, message: str) -> None
 )
 def test_string_matcher(patterns: list[str], value: str | None, matches: bool) -> None:
     assert StringMatcher(patterns).matches(value) is matches
+
+
+def test_denials_explain_the_clauses_that_decided() -> None:
+    verdict = evaluate(snapshot_from(SEED).policies, RequestAttributes(path="/api/v1/products/0"), ANONYMOUS)
+    assert verdict.detail == "rules[0]: from[0].source.notRequestPrincipals and to[0].operation.notPaths matched"
+    allow = _policy(
+        "ALLOW",
+        "  rules:\n  - to:\n    - operation: {methods: [POST], paths: [/x]}\n"
+        "  - from:\n    - source: {requestPrincipals: ['*']}\n    when:\n    - key: request.headers[x-env]\n      values: [prod]\n",
+    )
+    verdict = evaluate(snapshot_from(allow).policies, RequestAttributes(path="/x", method="GET"), ALICE)
+    assert verdict.detail == (
+        "foo/p rules[0]: to did not match (to[0].operation.methods); "
+        "foo/p rules[1]: when[0] did not match (when[0].request.headers[x-env])"
+    )
+
+
+def test_per_request_workload_selects_other_policies() -> None:
+    from extauthz.config.workload import Workload, parse_labels
+    from tests.support.config import generation_from
+
+    generation = generation_from(
+        _policy("DENY", "  rules:\n  - {}\n", "deny-foo")
+        + "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: bar-only, namespace: bar}\nspec:\n  selector: {matchLabels: {app: api}}\n  action: DENY\n  rules:\n  - to:\n    - operation: {paths: [/admin]}\n"
+    )
+    foo = generation.snapshot_for(Workload("foo"))
+    bar = generation.snapshot_for(Workload("bar", parse_labels("app=api")))
+    assert generation.snapshot_for(Workload("bar", parse_labels("app=api"))) is bar  # compiled once
+    assert not evaluate(foo.policies, RequestAttributes(path="/"), ANONYMOUS).is_allowed
+    assert evaluate(bar.policies, RequestAttributes(path="/"), ANONYMOUS).is_allowed
+    assert not evaluate(bar.policies, RequestAttributes(path="/admin"), ANONYMOUS).is_allowed
