@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from extauthz.rig.envoy_config import localize, write_localized
 from extauthz.rig.processes import Process, answers_200, free_port
@@ -60,12 +61,16 @@ class Rig:
         workdir: Path,
         envoy_dir: Path = REPO_ENVOY_DIR,
         gateway_policies: Path = SAMPLES / "gateway-policies.yaml",
+        gateway_hcm: dict[str, Any] | None = None,
+        extauthz_args: tuple[str, ...] = (),
     ) -> None:
         if not (envoy_dir / "gateway.yaml").exists():
             raise RuntimeError(f"Envoy configs not found in {envoy_dir}: run from a checkout")
         self.workdir = workdir
         self.envoy_dir = envoy_dir
         self.gateway_policies = gateway_policies
+        self.gateway_hcm = gateway_hcm or {}  # HTTP connection manager settings to override
+        self.extauthz_args = extauthz_args
         self.ports = Ports.pick()
         self.processes: dict[str, Process] = {}
         self.gateway_url = f"http://127.0.0.1:{self.ports.gateway}"
@@ -96,12 +101,16 @@ class Rig:
             f"127.0.0.1:{grpc}",
             "--http-addr",
             f"127.0.0.1:{http}",
+            *self.extauthz_args,
         )
 
     def _envoy(
         self, name: str, source: str, listener: int, admin: int, clusters: dict[str, int]
     ) -> Process:
         config = localize(self.envoy_dir / source, listener, admin, clusters)
+        if source == "gateway.yaml" and self.gateway_hcm:
+            listener_config = config["static_resources"]["listeners"][0]
+            listener_config["filter_chains"][0]["filters"][0]["typed_config"].update(self.gateway_hcm)
         path = write_localized(config, self.workdir / f"{name}.yaml")
         argv = [
             find_binary("envoy"),

@@ -54,9 +54,14 @@ def productpage_app() -> web.Application:
     async def headers(request: web.Request) -> web.Response:
         return web.json_response({"headers": dict(request.headers), "query": request.query_string})
 
+    async def anything(request: web.Request) -> web.Response:
+        # Every other path answers 200 with what arrived, so tests can see what got through.
+        return web.json_response({"path": request.raw_path, "headers": dict(request.headers)})
+
     app.router.add_get("/productpage", productpage)
     app.router.add_get(r"/api/v1/products/{id:\d+}", product)
     app.router.add_route("*", "/headers", headers)
+    app.router.add_route("*", "/{tail:.*}", anything)
     return app
 
 

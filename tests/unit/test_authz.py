@@ -158,14 +158,21 @@ def test_string_matcher(patterns: list[str], value: str | None, matches: bool) -
 
 
 def test_denials_explain_the_clauses_that_decided() -> None:
-    verdict = evaluate(snapshot_from(SEED).policies, RequestAttributes(path="/api/v1/products/0"), ANONYMOUS)
-    assert verdict.detail == "rules[0]: from[0].source.notRequestPrincipals and to[0].operation.notPaths matched"
+    verdict = evaluate(
+        snapshot_from(SEED).policies, RequestAttributes(path="/api/v1/products/0"), ANONYMOUS
+    )
+    assert (
+        verdict.detail
+        == "rules[0]: from[0].source.notRequestPrincipals and to[0].operation.notPaths matched"
+    )
     allow = _policy(
         "ALLOW",
         "  rules:\n  - to:\n    - operation: {methods: [POST], paths: [/x]}\n"
         "  - from:\n    - source: {requestPrincipals: ['*']}\n    when:\n    - key: request.headers[x-env]\n      values: [prod]\n",
     )
-    verdict = evaluate(snapshot_from(allow).policies, RequestAttributes(path="/x", method="GET"), ALICE)
+    verdict = evaluate(
+        snapshot_from(allow).policies, RequestAttributes(path="/x", method="GET"), ALICE
+    )
     assert verdict.detail == (
         "foo/p rules[0]: to did not match (to[0].operation.methods); "
         "foo/p rules[1]: when[0] did not match (when[0].request.headers[x-env])"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -153,3 +154,38 @@ def test_bad_config_at_reload_keeps_last_good(tmp_path: Path) -> None:
             assert answer.denied_response.status.code == 403
 
     run(scenario)
+
+
+def test_context_extensions_name_the_workload_per_request() -> None:
+    async def scenario() -> None:
+        async with (
+            running(SAMPLES / "gateway-policies.yaml") as service,
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel,
+        ):
+            check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+            request = check_request("/api/v1/products/0", {})
+            assert (await check(request)).status.code == code_pb2.PERMISSION_DENIED
+            # The same request for another workload (say, a route of another app) is not
+            # covered by the gateway's DENY policy.
+            request.attributes.context_extensions.update({"namespace": "foo", "labels": "app=web"})
+            assert (await check(request)).status.code == code_pb2.OK
+            request.attributes.context_extensions["labels"] = "app"  # malformed: fail closed
+            assert (await check(request)).status.code == code_pb2.PERMISSION_DENIED
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("xff", "hops", "remote"),
+    [
+        (None, 0, "10.0.0.1"),
+        ("1.1.1.1", 0, "1.1.1.1"),
+        ("1.1.1.1, 2.2.2.2", 0, "2.2.2.2"),
+        ("1.1.1.1, 2.2.2.2", 1, "1.1.1.1"),
+        ("1.1.1.1", 3, "10.0.0.1"),
+    ],
+)
+def test_remote_ip_from_xff(xff: str | None, hops: int, remote: str) -> None:
+    from extauthz.attributes import trusted_client_ip
+
+    assert trusted_client_ip(xff, "10.0.0.1", hops) == remote
