@@ -25,7 +25,9 @@ def readiness(store: ConfigStore, keys: KeyStore, is_serving: bool) -> tuple[boo
         detail["workload"] = str(snapshot.workload)
         detail["applied"] = list(snapshot.applied)
     if store.last_error:
+        # The rejected generation: the last good one keeps serving.
         detail["last_config_error"] = store.last_error
+        detail["last_config_error_at"] = store.last_error_at
     detail["jwks"] = [
         {
             "uri": state.uri,

@@ -20,8 +20,10 @@ from extauthz.authn.jwks_fetcher import (
     DEFAULT_REFRESH_SECONDS,
     JwksFetcher,
 )
+from extauthz.config.compile import Generation
 from extauthz.config.parse import ConfigError
 from extauthz.config.store import ConfigStore
+from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
 from extauthz.grpc_service import AuthorizationService
 from extauthz.metrics import Metrics
@@ -42,6 +44,7 @@ class Settings:
     jwks_max_stale_seconds: float = DEFAULT_MAX_STALE_SECONDS
     jwks_ca_file: str | None = None
     xff_num_trusted_hops: int = 0
+    watch_interval_seconds: float = 1.0
     drain_seconds: float = 5.0
 
 
@@ -72,18 +75,27 @@ class Service:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._is_serving = False
+        self._reload_lock = asyncio.Lock()
+        self.watcher = ConfigWatcher(
+            settings.config_paths, self.reload, settings.watch_interval_seconds
+        )
         self.grpc_port = 0  # the ports really bound (useful with port 0)
         self.http_port = 0
 
     def load_config(self) -> None:
-        """Load or reload; on error the last good configuration keeps serving."""
+        """The first load, at start-up (a bad configuration is fatal there)."""
         try:
-            self.store.load()
+            generation = self.store.build()
         except ConfigError:
             self.metrics.config_reloads.labels("error").inc()
             raise
+        self._serve_generation(generation)
+
+    def _serve_generation(self, generation: Generation) -> None:
+        self.store.swap(generation)
         snapshot = self.store.current
         self.metrics.config_reloads.labels("ok").inc()
+        self.metrics.config_last_reload_ok.set(1)
         self.metrics.config_generation.set(snapshot.generation)
         log.info(
             "configuration generation %d for workload %s: %s",
@@ -93,15 +105,24 @@ class Service:
         )
 
     async def reload(self) -> None:
-        try:
-            self.load_config()
-        except ConfigError as exc:
-            serving = self.store.generation.number if self.store.is_loaded else "none"
-            log.error("configuration rejected, still serving generation %s: %s", serving, exc)
-            return
-        await self.fetcher.track(self.store.generation.jwks_sources)
+        """Build the next generation off the event loop, then swap it in. A rejected
+        configuration is logged and counted; the last good one keeps serving."""
+        async with self._reload_lock:
+            try:
+                generation = await asyncio.to_thread(self.store.build)
+            except ConfigError as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                self.metrics.config_last_reload_ok.set(0)
+                serving = self.store.generation.number if self.store.is_loaded else "none"
+                log.error("configuration rejected, still serving generation %s: %s", serving, exc)
+                return
+            # Keys for new URIs are fetched before the swap, so no Check meets a rule whose
+            # keys were never asked for.
+            await self.fetcher.track(generation.jwks_sources)
+            self._serve_generation(generation)
 
     async def start(self) -> None:
+        self.watcher.prime()
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
         await self.fetcher.track(self.store.generation.jwks_sources)
 
@@ -138,6 +159,8 @@ class Service:
         self.http_port = _bound_port(site, http_port)
 
         self._is_serving = True
+        if self.settings.watch_interval_seconds > 0:
+            self.watcher.start()
         for service in ("", AUTHORIZATION_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -147,6 +170,7 @@ class Service:
     async def stop(self) -> None:
         """Report not-serving, let in-flight Checks finish within the drain period, close."""
         self._is_serving = False
+        await self.watcher.stop()
         for service in ("", AUTHORIZATION_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._grpc is not None:

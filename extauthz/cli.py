@@ -114,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         help="extra CA bundle for https jwksUri, added to the system CAs",
     )
     serve.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often config files are checked for changes; 0 turns watching off (SIGHUP "
+        "still reloads)",
+    )
+    serve.add_argument(
         "--xff-num-trusted-hops",
         type=int,
         default=0,
@@ -155,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
         jwks_max_stale_seconds=args.jwks_max_stale,
         jwks_ca_file=args.jwks_ca_file,
         xff_num_trusted_hops=args.xff_num_trusted_hops,
+        watch_interval_seconds=args.watch_interval,
     )
     try:
         asyncio.run(serve(settings))

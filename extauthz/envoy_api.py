@@ -81,7 +81,11 @@ def dynamic_metadata(decision: Decision) -> dict[str, Any]:
     """What Envoy's access log can read under the ext_authz filter's namespace, e.g.
     %DYNAMIC_METADATA(envoy.filters.http.ext_authz:request_principal)%. Never the token."""
     authn, authz = decision.authn, decision.authz
-    metadata: dict[str, Any] = {"decision": decision.verdict.value, "reason": decision.reason}
+    metadata: dict[str, Any] = {
+        "decision": decision.verdict.value,
+        "reason": decision.reason,
+        "generation": decision.generation,
+    }
     if authn.principal:
         metadata["request_principal"] = authn.principal
     if authn.payloads:

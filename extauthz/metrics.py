@@ -60,6 +60,11 @@ class Metrics:
             "Generation of the configuration now serving (starts at 1).",
             registry=self.registry,
         )
+        self.config_last_reload_ok = Gauge(
+            "extauthz_config_last_reload_success",
+            "1 when the last configuration load succeeded, 0 when it was rejected.",
+            registry=self.registry,
+        )
         self.config_reloads = Counter(
             "extauthz_config_reloads",
             "Configuration loads by result (ok, error).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from extauthz.config.compile import Generation, Snapshot, compile_generation
@@ -19,6 +20,7 @@ class ConfigStore:
         self.root_namespace = root_namespace
         self._generation: Generation | None = None
         self.last_error = ""
+        self.last_error_at: float | None = None
 
     @property
     def generation(self) -> Generation:
@@ -38,9 +40,9 @@ class ConfigStore:
     def set_generation(self, generation: Generation | None) -> None:
         self._generation = generation
 
-    def load(self) -> Generation:
-        """Parse and compile everything, then swap. On error the last good generation stays
-        and ConfigError propagates with a message naming file, document and field."""
+    def build(self) -> Generation:
+        """Read, parse and compile everything into the next generation, without swapping.
+        Safe to run in a worker thread. Raises ConfigError naming file, document and field."""
         number = self._generation.number + 1 if self._generation else 1
         try:
             config = load_config(self.paths, default_namespace=self.workload.namespace)
@@ -48,9 +50,19 @@ class ConfigStore:
             generation.snapshot_for(self.workload)
         except ConfigError as exc:
             self.last_error = str(exc)
+            self.last_error_at = time.time()
             raise
         for warning in config.warnings:
             log.warning("%s", warning)
+        return generation
+
+    def swap(self, generation: Generation) -> None:
+        """One reference assignment: a Check sees the old generation or the new, never a mix."""
         self._generation = generation
         self.last_error = ""
+
+    def load(self) -> Generation:
+        """Build and swap; on error the last good generation stays."""
+        generation = self.build()
+        self.swap(generation)
         return generation

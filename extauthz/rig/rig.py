@@ -110,7 +110,9 @@ class Rig:
         config = localize(self.envoy_dir / source, listener, admin, clusters)
         if source == "gateway.yaml" and self.gateway_hcm:
             listener_config = config["static_resources"]["listeners"][0]
-            listener_config["filter_chains"][0]["filters"][0]["typed_config"].update(self.gateway_hcm)
+            listener_config["filter_chains"][0]["filters"][0]["typed_config"].update(
+                self.gateway_hcm
+            )
         path = write_localized(config, self.workdir / f"{name}.yaml")
         argv = [
             find_binary("envoy"),
