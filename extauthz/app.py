@@ -26,6 +26,7 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
 from extauthz.grpc_service import AuthorizationService
+from extauthz.logs import DecisionLogger
 from extauthz.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Settings:
     jwks_ca_file: str | None = None
     xff_num_trusted_hops: int = 0
     watch_interval_seconds: float = 1.0
+    decision_log: DecisionLogger = field(default_factory=DecisionLogger)
     drain_seconds: float = 5.0
 
 
@@ -135,6 +137,7 @@ class Service:
                 VerifiedTokenCache(),
                 self.fetcher.refetch,
                 self.settings.xff_num_trusted_hops,
+                self.settings.decision_log,
             ),
             server,
         )

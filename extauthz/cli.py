@@ -13,6 +13,7 @@ from extauthz import __version__
 from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
 from extauthz.config.parse import ConfigError
+from extauthz.logs import MODES
 
 SERVE_EXAMPLES = """
 examples:
@@ -122,6 +123,25 @@ def _parser() -> argparse.ArgumentParser:
         "still reloads)",
     )
     serve.add_argument(
+        "--decision-log",
+        choices=MODES,
+        default="all",
+        help="which decisions are logged as JSON lines (default: all)",
+    )
+    serve.add_argument(
+        "--decision-log-sample",
+        type=float,
+        default=1.0,
+        metavar="FRACTION",
+        help="with --decision-log all: the fraction of allowed requests logged (denials always)",
+    )
+    serve.add_argument(
+        "--log-claims",
+        default="",
+        metavar="CLAIM[,CLAIM]",
+        help="claims of verified tokens copied into decision lines (default: none)",
+    )
+    serve.add_argument(
         "--xff-num-trusted-hops",
         type=int,
         default=0,
@@ -144,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from extauthz.app import Settings, serve, split_addr
     from extauthz.config.workload import Workload, parse_labels
+    from extauthz.logs import DecisionLogger
 
     try:
         split_addr(args.grpc_addr)
@@ -164,6 +185,11 @@ def _serve(args: argparse.Namespace) -> int:
         jwks_ca_file=args.jwks_ca_file,
         xff_num_trusted_hops=args.xff_num_trusted_hops,
         watch_interval_seconds=args.watch_interval,
+        decision_log=DecisionLogger(
+            args.decision_log,
+            args.decision_log_sample,
+            tuple(c.strip() for c in args.log_claims.split(",") if c.strip()),
+        ),
     )
     try:
         asyncio.run(serve(settings))

@@ -17,7 +17,7 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import decide, internal_error
 from extauthz.envoy_api import to_attributes, to_response
-from extauthz.logs import log_decision
+from extauthz.logs import DecisionLogger
 from extauthz.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         cache: VerifiedTokenCache | None = None,
         refetch: Callable[[str], Awaitable[bool]] | None = None,
         xff_num_trusted_hops: int = 0,
+        decision_logger: DecisionLogger | None = None,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -42,6 +43,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._cache = cache if cache is not None else VerifiedTokenCache()
         self._refetch = refetch
         self._xff_hops = xff_num_trusted_hops
+        self._decision_log = decision_logger or DecisionLogger()
 
     def _snapshot_for(self, attrs: RequestAttributes) -> Snapshot:
         """The CLI's workload, unless Envoy names one per route or listener with the
@@ -85,5 +87,5 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             decision.authz.policy or decision.authz.audits or decision.authz.dry_run
         ):
             self._metrics.count_policies(decision.authz)
-        log_decision(attrs, decision, elapsed)
+        self._decision_log.log(attrs, decision, elapsed)
         return response

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import logging
+import time
+from types import MappingProxyType
+
+import pytest
+
+from extauthz.attributes import RequestAttributes
+from extauthz.decision import decide
+from extauthz.logs import DecisionLogger
+from extauthz.rig.rig import SAMPLES
+from tests.support.config import snapshot_from
+
+SNAPSHOT = snapshot_from(
+    (SAMPLES / "gateway-policies.yaml").read_text(),
+    namespace="istio-system",
+    labels="app=istio-ingressgateway",
+)
+TOKEN = (SAMPLES / "demo.jwt").read_text().strip()
+
+
+def _decision(path: str, token: str = "") -> tuple[RequestAttributes, object]:
+    headers = (
+        {"authorization": f"Bearer {token}", "x-request-id": "req-1"}
+        if token
+        else {"x-request-id": "req-1"}
+    )
+    attrs = RequestAttributes(
+        path=path, headers=MappingProxyType(headers), request_id="req-1", source_ip="10.1.2.3"
+    )
+    return attrs, decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()))
+
+
+@pytest.mark.parametrize(
+    ("logger", "path", "logged"),
+    [
+        pytest.param(DecisionLogger("all"), "/productpage", True, id="all-logs-allow"),
+        pytest.param(DecisionLogger("denials"), "/productpage", False, id="denials-skips-allow"),
+        pytest.param(DecisionLogger("denials"), "/api/v1/products/0", True, id="denials-logs-deny"),
+        pytest.param(DecisionLogger("none"), "/api/v1/products/0", False, id="none"),
+        pytest.param(
+            DecisionLogger("all", allow_sample=0.0), "/productpage", False, id="sampled-out-allow"
+        ),
+        pytest.param(
+            DecisionLogger("all", allow_sample=0.0),
+            "/api/v1/products/0",
+            True,
+            id="denials-never-sampled-out",
+        ),
+    ],
+)
+def test_modes(
+    caplog: pytest.LogCaptureFixture, logger: DecisionLogger, path: str, logged: bool
+) -> None:
+    attrs, decision = _decision(path)
+    with caplog.at_level(logging.INFO, logger="extauthz.decision"):
+        logger.log(attrs, decision, 0.000123)  # type: ignore[arg-type]
+    assert bool(caplog.records) is logged
+
+
+def test_line_content_never_holds_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    attrs, decision = _decision("/api/v1/products/0", TOKEN)
+    bad_attrs, bad_decision = _decision("/api/v1/products/0", TOKEN[:-6] + "AAAAAA")
+    with caplog.at_level(logging.INFO, logger="extauthz.decision"):
+        DecisionLogger("all", claims=("foo", "absent")).log(attrs, decision, 0.000123)  # type: ignore[arg-type]
+        DecisionLogger("all").log(bad_attrs, bad_decision, 0.0)  # type: ignore[arg-type]
+    good, bad = (json.loads(r.getMessage()) for r in caplog.records)
+    assert (
+        good["decision"] == "allow"
+        and good["request_id"] == "req-1"
+        and good["source_ip"] == "10.1.2.3"
+    )
+    assert good["issuer"] == good["subject"] == "testing@secure.istio.io"
+    assert good["claims"] == {"foo": "bar"}
+    assert good["latency_us"] == 123
+    assert (bad["decision"], bad["status"], bad["jwt_status"]) == (
+        "unauthenticated",
+        401,
+        "JwtVerificationFail",
+    )
+    for record in caplog.records:
+        text = record.getMessage()
+        for secret in (TOKEN, TOKEN.split(".")[2], TOKEN.split(".")[2][:20]):
+            assert secret not in text
+
+
+def test_denial_line_names_policy_rule_and_clauses(caplog: pytest.LogCaptureFixture) -> None:
+    attrs, decision = _decision("/api/v1/products/0")
+    with caplog.at_level(logging.INFO, logger="extauthz.decision"):
+        DecisionLogger().log(attrs, decision, 0.0)  # type: ignore[arg-type]
+    line = json.loads(caplog.records[0].getMessage())
+    assert (line["status"], line["policy"], line["rule"]) == (403, "istio-system/test-exclude", 0)
+    assert "notRequestPrincipals" in line["detail"]
