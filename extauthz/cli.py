@@ -204,23 +204,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from extauthz.config.compile import compile_generation
+    from extauthz.config.lint import locate, warnings
     from extauthz.config.parse import load_config
 
     try:
         config = load_config(args.paths)
         compile_generation(config, "istio-system")
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        line = locate(exc)
+        message = str(exc)
+        if exc.origin is not None and line:
+            # file:line first, as compilers and editors expect; then the rest of the message.
+            message = message.replace(f"{exc.origin}: ", "", 1)
+            message = f"{exc.origin.file}:{line}: error: document {exc.origin.document}: {message}"
+        else:
+            message = f"error: {message}"
+        print(message, file=sys.stderr)
         return 1
-    for warning in config.warnings:
+    for warning in warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
-    for policy in config.authorization_policies:
-        if policy.action == "CUSTOM":
-            print(
-                f"warning: {policy.origin}: AuthorizationPolicy {policy.meta.ref}: action CUSTOM "
-                "delegates to another authorizer; extauthz loads it but does not enforce it",
-                file=sys.stderr,
-            )
     print(
         f"ok: {len(config.request_authentications)} RequestAuthentication, "
         f"{len(config.authorization_policies)} AuthorizationPolicy"

@@ -45,7 +45,13 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration the service refuses to load; str() is one line for humans."""
+    """A configuration the service refuses to load; str() is one line for humans. Where it
+    is known, the place: file, 1-based YAML document and field path (for `locate`)."""
+
+    def __init__(self, message: str, origin: Origin | None = None, field_path: str = "") -> None:
+        super().__init__(message)
+        self.origin = origin
+        self.field_path = field_path
 
 
 class _Where:
@@ -62,7 +68,9 @@ class _Where:
 
     def error(self, message: str) -> ConfigError:
         field = f" field {self.path}:" if self.path else ""
-        return ConfigError(f"{self.origin}: {self.resource}:{field} {message}")
+        return ConfigError(
+            f"{self.origin}: {self.resource}:{field} {message}", self.origin, self.path
+        )
 
 
 def _mapping(value: Any, where: _Where, allowed: Iterable[str]) -> Mapping[str, Any]:

@@ -33,10 +33,61 @@ def test_validate_reports_one_line_error(
     )
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == f"error: {bad} (document 1): AuthorizationPolicy default/p: field spec.rules[0].to[0].operation.pathz: unknown field (not in the Istio CRD)"
+    assert err == (
+        f"{bad}:7: error: document 1: AuthorizationPolicy default/p: field "
+        "spec.rules[0].to[0].operation.pathz: unknown field (not in the Istio CRD)"
     )
+
+
+CASES = [
+    (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec: {action: DENY}\n",
+        "DENY without rules matches nothing",
+        "deny-without-rules",
+    ),
+    (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec: {}\n",
+        "ALLOW without rules denies every request",
+        "allow-nothing",
+    ),
+    (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c, namespace: foo}\nspec: {action: CUSTOM, provider: {name: opa}}\n",
+        "action CUSTOM delegates to another authorizer (opa)",
+        "custom",
+    ),
+    (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec: {action: DENY, rules: [{}]}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec: {rules: [{}]}\n",
+        "unreachable ALLOW",
+        "unreachable-allow",
+    ),
+    (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: t, namespace: foo}\nspec:\n  targetRef: {kind: Service, name: s}\n  action: DENY\n  rules: [{}]\n",
+        "selects nothing here",
+        "targetref-service",
+    ),
+    (
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r, namespace: foo}\nspec:\n  jwtRules: [{issuer: 'https://idp'}]\n",
+        "OIDC discovery at https://idp/.well-known/openid-configuration",
+        "oidc-discovery",
+    ),
+    (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        "skipped v1/ConfigMap",
+        "other-kind",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "warning"), [c[:2] for c in CASES], ids=[c[2] for c in CASES]
+)
+def test_validate_warns_about_surprises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, warning: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    assert main(["validate", str(path)]) == 0
+    assert warning in capsys.readouterr().err
 
 
 def test_serve_with_invalid_config_exits_non_zero(tmp_path: Path) -> None:
