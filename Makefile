@@ -24,12 +24,17 @@ unit: $(BIN)/.installed
 e2e: $(BIN)/.installed
 	$(BIN)/pytest -q tests/e2e
 
-# The offline check of docker/docker-compose.yaml needs Debian's docker-compose.
+# Debian tools some tests use: docker-compose (offline check of docker/docker-compose.yaml)
+# and promtool (from prometheus, to lint /metrics). Installed when missing and we are root.
+DEBIAN_TOOLS := docker-compose:docker-compose promtool:prometheus
 tools:
-	@command -v docker-compose >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
-	  else echo "note: docker-compose missing; its check will be skipped"; fi; }
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: missing$$missing; their checks will be skipped"; fi; fi
 
 test: $(BIN)/.installed tools lint
 	$(BIN)/pytest -q

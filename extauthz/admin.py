@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,11 @@ def readiness(store: ConfigStore, keys: KeyStore, is_serving: bool) -> tuple[boo
     """Ready when a configuration is loaded and the gRPC server is serving. URIs without
     keys are reported (their tokens are rejected) but do not make the service unready:
     requests without tokens, and other issuers, are still decided correctly."""
-    detail: dict[str, Any] = {"serving": is_serving, "config_loaded": store.is_loaded}
+    detail: dict[str, Any] = {
+        "serving": is_serving,
+        "config_loaded": store.is_loaded,
+        "pid": os.getpid(),
+    }
     if store.is_loaded:
         snapshot = store.current
         detail["generation"] = snapshot.generation

@@ -46,6 +46,7 @@ class Settings:
     jwks_ca_file: str | None = None
     xff_num_trusted_hops: int = 0
     watch_interval_seconds: float = 1.0
+    reuse_port: bool = False  # set for --workers: several processes share the ports
     decision_log: DecisionLogger = field(default_factory=DecisionLogger)
     drain_seconds: float = 5.0
 
@@ -128,7 +129,7 @@ class Service:
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
         await self.fetcher.track(self.store.generation.jwks_sources)
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.settings.reuse_port))])
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationService(
                 self.store,
@@ -156,7 +157,7 @@ class Service:
         )
         await runner.setup()
         http_host, http_port = split_addr(self.settings.http_addr)
-        site = web.TCPSite(runner, http_host, http_port)
+        site = web.TCPSite(runner, http_host, http_port, reuse_port=self.settings.reuse_port)
         await site.start()
         self._http = runner
         self.http_port = _bound_port(site, http_port)

@@ -115,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         help="extra CA bundle for https jwksUri, added to the system CAs",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve the same ports from N processes (SO_REUSEPORT); metrics add up (default 1)",
+    )
+    serve.add_argument(
         "--watch-interval",
         type=float,
         default=1.0,
@@ -185,12 +192,17 @@ def _serve(args: argparse.Namespace) -> int:
         jwks_ca_file=args.jwks_ca_file,
         xff_num_trusted_hops=args.xff_num_trusted_hops,
         watch_interval_seconds=args.watch_interval,
+        reuse_port="PROMETHEUS_MULTIPROC_DIR" in os.environ or args.workers > 1,
         decision_log=DecisionLogger(
             args.decision_log,
             args.decision_log_sample,
             tuple(c.strip() for c in args.log_claims.split(",") if c.strip()),
         ),
     )
+    if args.workers > 1:
+        from extauthz.workers import run_workers
+
+        return run_workers(_RAW_ARGV, args.workers)
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:
@@ -236,7 +248,11 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(keep_serving=not args.once)
 
 
+_RAW_ARGV: list[str] = []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _RAW_ARGV[:] = list(argv if argv is not None else sys.argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

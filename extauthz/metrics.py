@@ -1,12 +1,19 @@
-"""Prometheus metrics, one registry per running service (so tests can start several)."""
+"""Prometheus metrics, one registry per running service (so tests can start several).
+
+With `--workers N` each worker process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and /metrics, answered by
+whichever worker gets the scrape, adds up every worker's counters and histograms.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from extauthz import __version__
@@ -19,6 +26,7 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._keys_collector: _KeyStoreCollector | None = None
         self.checks = Counter(
             "extauthz_checks",
             "Check calls answered, by decision (allow, deny, unauthenticated).",
@@ -58,11 +66,13 @@ class Metrics:
         self.config_generation = Gauge(
             "extauthz_config_generation",
             "Generation of the configuration now serving (starts at 1).",
+            multiprocess_mode="max",
             registry=self.registry,
         )
         self.config_last_reload_ok = Gauge(
             "extauthz_config_last_reload_success",
             "1 when the last configuration load succeeded, 0 when it was rejected.",
+            multiprocess_mode="min",
             registry=self.registry,
         )
         self.config_reloads = Counter(
@@ -71,9 +81,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        Info("extauthz_build", "Build information.", registry=self.registry).info(
-            {"version": __version__}
-        )
+        Gauge(
+            "extauthz_build_info",
+            "Build information (always 1).",
+            ["version"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        ).labels(__version__).set(1)
         for decision in ("allow", "deny", "unauthenticated"):
             self.checks.labels(decision)
 
@@ -89,10 +103,19 @@ class Metrics:
             self.policy_matches.labels(match.policy, match.action, "dry_run").inc()
 
     def watch_keys(self, keys: KeyStore) -> None:
-        self.registry.register(_KeyStoreCollector(keys))
+        self._keys_collector = _KeyStoreCollector(keys)
+        self.registry.register(self._keys_collector)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not multiprocess_dir:
+            return generate_latest(self.registry)
+        # Every worker's files, added up; the key-set gauges are this worker's own view.
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, multiprocess_dir)  # type: ignore[no-untyped-call]
+        if self._keys_collector is not None:
+            combined.register(self._keys_collector)
+        return generate_latest(combined)
 
 
 class _KeyStoreCollector(Collector):

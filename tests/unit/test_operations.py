@@ -247,3 +247,76 @@ def test_sigterm_drains_in_flight_checks_and_exits_zero(tmp_path: Path) -> None:
             assert code == 0
 
     run(scenario)
+
+
+def test_two_workers_share_the_ports_and_their_metrics_add_up(tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(deny_path("/x"))
+    process, grpc_port, http_port = _serve(config, "--workers", "2")
+    try:
+        pids: set[object] = set()
+        deadline = time.monotonic() + 10
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(_readyz(http_port)["pid"])  # each call is a new connection
+        assert len(pids) == 2
+
+        async def checks() -> None:
+            for _ in range(12):  # new channels, new connections, spread by the kernel
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+                    for path in ("/x", "/y", "/z"):
+                        await check(check_request(path))
+
+        run(checks)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'extauthz_checks_total{decision="deny"} 12.0' in metrics
+        assert 'extauthz_checks_total{decision="allow"} 24.0' in metrics
+        assert "extauthz_check_duration_seconds_count 36.0" in metrics
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+
+
+def test_metrics_pass_promtool_and_have_the_documented_names(tmp_path: Path) -> None:
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            raise AssertionError("promtool is missing: `make test` installs Debian's prometheus")
+        import pytest
+
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    config = tmp_path / "policy.yaml"
+    config.write_text(deny_path("/x"))
+
+    async def scenario() -> bytes:
+        service = Service(Settings((str(config),), "127.0.0.1:0", "127.0.0.1:0", Workload("foo")))
+        await service.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+                for path in ("/x", "/y"):
+                    await check(check_request(path))
+            return service.metrics.exposition()
+        finally:
+            await service.stop()
+
+    exposition = asyncio.run(scenario())
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    text = exposition.decode()
+    for name in (
+        'extauthz_checks_total{decision="deny"} 1.0',
+        'extauthz_checks_total{decision="allow"} 1.0',
+        "extauthz_check_duration_seconds_bucket",
+        'extauthz_policy_matches_total{action="DENY",mode="enforced",policy="foo/deny"} 1.0',
+        'extauthz_config_reloads_total{result="ok"} 1.0',
+        "extauthz_config_generation 1.0",
+        "extauthz_config_last_reload_success 1.0",
+        'extauthz_build_info{version="0.1.0"} 1.0',
+    ):
+        assert name in text
