@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -199,6 +201,17 @@ def _bound_port(site: web.TCPSite, requested: int) -> int:
     server = site._server  # aiohttp keeps the asyncio server here
     sockets = getattr(server, "sockets", None)
     return int(sockets[0].getsockname()[1]) if sockets else requested
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it is a dependency on Linux), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    log.debug("event loop: uvloop")
+    uvloop.run(main)
 
 
 async def serve(settings: Settings) -> None:

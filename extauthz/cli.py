@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -169,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from extauthz.app import Settings, serve, split_addr
+    from extauthz.app import Settings, run_event_loop, serve, split_addr
     from extauthz.config.workload import Workload, parse_labels
     from extauthz.logs import DecisionLogger
 
@@ -204,7 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         return run_workers(_RAW_ARGV, args.workers)
     try:
-        asyncio.run(serve(settings))
+        run_event_loop(serve(settings))
     except ConfigError as exc:
         print(f"extauthz: invalid configuration: {exc}", file=sys.stderr)
         return 1
