@@ -28,7 +28,7 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
 from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import DecisionLogger
+from extauthz.logs import BackgroundWriter, DecisionLogger
 from extauthz.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class Service:
         self._http: web.AppRunner | None = None
         self._is_serving = False
         self._reload_lock = asyncio.Lock()
+        self._log_writer: BackgroundWriter | None = None
         self.watcher = ConfigWatcher(
             settings.config_paths, self.reload, settings.watch_interval_seconds
         )
@@ -127,6 +128,8 @@ class Service:
             self._serve_generation(generation)
 
     async def start(self) -> None:
+        if self.settings.decision_log.mode != "none" and self._log_writer is None:
+            self._log_writer = BackgroundWriter()
         self.watcher.prime()
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
         await self.fetcher.track(self.store.generation.jwks_sources)
@@ -184,6 +187,9 @@ class Service:
         await self.fetcher.close()
         if self._http is not None:
             await self._http.cleanup()
+        if self._log_writer is not None:
+            self._log_writer.stop()
+            self._log_writer = None
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

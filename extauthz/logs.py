@@ -9,15 +9,51 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from logging.handlers import QueueHandler, QueueListener
+from queue import Full, Queue
 
 from extauthz.attributes import RequestAttributes
 from extauthz.decision import Decision
 
 decision_log = logging.getLogger("extauthz.decision")
 MODES = ("all", "denials", "none")
+
+
+class BackgroundWriter:
+    """Decision lines go through a queue to a writer thread, so a slow stderr (a full pipe,
+    a busy log collector) never blocks the event loop that answers Check. `stop()` flushes
+    what is queued and puts the logger back as it was."""
+
+    def __init__(self) -> None:
+        handlers = logging.getLogger().handlers or [logging.StreamHandler(sys.stderr)]
+        queue: Queue[logging.LogRecord] = Queue(maxsize=100_000)
+        self._listener = QueueListener(queue, *handlers, respect_handler_level=True)
+        self._handler = _DroppingQueueHandler(queue)
+        self._propagate = decision_log.propagate
+        decision_log.addHandler(self._handler)
+        decision_log.propagate = False
+        self._listener.start()
+
+    def stop(self) -> None:
+        decision_log.removeHandler(self._handler)
+        decision_log.propagate = self._propagate
+        self._listener.stop()
+
+
+class _DroppingQueueHandler(QueueHandler):
+    """Never wait: when the writer cannot keep up, drop the line (and count it)."""
+
+    dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except Full:
+            _DroppingQueueHandler.dropped += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,3 +189,45 @@ def test_remote_ip_from_xff(xff: str | None, hops: int, remote: str) -> None:
     from extauthz.attributes import trusted_client_ip
 
     assert trusted_client_ip(xff, "10.0.0.1", hops) == remote
+
+
+def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None:
+    from extauthz.envoy_api import to_response
+
+    async def scenario() -> None:
+        async with running(SAMPLES / "gateway-policies.yaml") as service:
+            store = service.store
+            for _ in range(2):  # the second time the payload Struct comes from the memo
+                from extauthz.decision import decide
+                from extauthz.envoy_api import to_attributes
+
+                attrs = to_attributes(
+                    check_request("/api/v1/products/0", {"authorization": f"Bearer {DEMO}"})
+                )
+                response = to_response(decide(attrs, store.current, service.keys.keys, 0))
+                fields = response.dynamic_metadata.fields
+                assert fields["decision"].string_value == "allow"
+                assert (
+                    fields["request_principal"].string_value
+                    == "testing@secure.istio.io/testing@secure.istio.io"
+                )
+                payload = (
+                    fields["jwt_payload"]
+                    .struct_value.fields["testing@secure.istio.io"]
+                    .struct_value
+                )
+                assert payload.fields["foo"].string_value == "bar"
+            denied = to_response(
+                decide(
+                    to_attributes(check_request("/api/v1/products/0", {})),
+                    store.current,
+                    service.keys.keys,
+                    0,
+                )
+            )
+            fields = denied.dynamic_metadata.fields
+            assert fields["policy"].string_value == "istio-system/test-exclude"
+            assert "notRequestPrincipals" in fields["detail"].string_value
+            assert "jwt_payload" not in fields
+
+    run(scenario)
