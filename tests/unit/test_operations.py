@@ -66,21 +66,26 @@ def check_request(path: str) -> external_auth_pb2.CheckRequest:
     return request
 
 
+async def watched_service(config_dir: Path) -> Service:
+    """A started service on free ports that polls `config_dir` every 50 ms."""
+    settings = Settings(
+        (str(config_dir),),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        Workload("foo"),
+        watch_interval_seconds=0.05,
+    )
+    service = Service(settings)
+    await service.start()
+    return service
+
+
 def test_configmap_swap_under_load_no_errors_no_mixed_generations(tmp_path: Path) -> None:
     mount = ConfigMapDir(tmp_path)
     mount.publish({"policy.yaml": deny_path("/x")})
 
     async def scenario() -> None:
-        service = Service(
-            Settings(
-                (str(tmp_path),),
-                "127.0.0.1:0",
-                "127.0.0.1:0",
-                Workload("foo"),
-                watch_interval_seconds=0.05,
-            )
-        )
-        await service.start()
+        service = await watched_service(tmp_path)
         seen: list[tuple[int, str, bool]] = []
         errors: list[BaseException] = []
         stop = asyncio.Event()
@@ -126,16 +131,7 @@ def test_invalid_config_is_kept_out_and_reported(tmp_path: Path) -> None:
     mount.publish({"policy.yaml": deny_path("/x")})
 
     async def scenario() -> None:
-        service = Service(
-            Settings(
-                (str(tmp_path),),
-                "127.0.0.1:0",
-                "127.0.0.1:0",
-                Workload("foo"),
-                watch_interval_seconds=0.05,
-            )
-        )
-        await service.start()
+        service = await watched_service(tmp_path)
         try:
             mount.publish({"policy.yaml": deny_path("/y").replace("action: DENY", "action: NOPE")})
             deadline = time.monotonic() + 5
