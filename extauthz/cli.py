@@ -1,4 +1,6 @@
-"""Command line: `extauthz serve | validate | demo`. Errors are one line, not a traceback."""
+"""Command line: `extauthz serve | validate | demo | check | token | jwks | test`.
+
+Errors are one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from extauthz import __version__
 from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
+from extauthz.commands import Handler, add_commands
 from extauthz.config.parse import ConfigError
 from extauthz.logs import MODES
 
@@ -159,11 +162,16 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check Istio YAML the way `serve` loads it")
     validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument(
+        "--namespace", default="default", help="namespace for resources that name none"
+    )
+    validate.add_argument("--root-namespace", default="istio-system", help="Istio's root namespace")
 
     demo = commands.add_parser(
         "demo", help="run Envoy + extauthz + upstreams on loopback and show Istio's sample matrix"
     )
     demo.add_argument("--once", action="store_true", help="print the matrix and exit (no serving)")
+    parser.set_defaults(more_handlers=add_commands(commands))  # check, token, jwks, test
     return parser
 
 
@@ -219,8 +227,8 @@ def _validate(args: argparse.Namespace) -> int:
     from extauthz.config.parse import load_config
 
     try:
-        config = load_config(args.paths)
-        compile_generation(config, "istio-system")
+        config = load_config(args.paths, default_namespace=args.namespace)
+        compile_generation(config, args.root_namespace)
     except ConfigError as exc:
         line = locate(exc)
         message = str(exc)
@@ -258,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handlers = {"serve": _serve, "validate": _validate, "demo": _demo}
+    handlers: dict[str, Handler] = {"serve": _serve, "validate": _validate, "demo": _demo}
+    handlers.update(args.more_handlers)
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -122,7 +122,7 @@ def authenticate(
         for i in range(n):
             status = allow_missing_status(i)
             if not provider_passes(i) and status is not JwtStatus.Ok:
-                return _rejected(checked[i][0])
+                return _rejected(checked[i][0], [c for row in checked for c in row])
     return _accepted([c for row in checked for c in row if c.status is JwtStatus.Ok], providers)
 
 
@@ -130,14 +130,19 @@ def authenticate(
 KEY_FAILURES = frozenset({JwtStatus.JwksKidAlgMismatch, JwtStatus.JwksFetchFail})
 
 
-def _rejected(checked: Checked) -> AuthnResult:
-    jwt, status = checked.jwt, checked.status
+def _rejected(reported: Checked, every: list[Checked]) -> AuthnResult:
+    """The status Envoy would report, plus the key set whose refresh could change the
+    outcome. With several rules the reported status can be another rule's (Envoy's AND of
+    allow_missing reports the first rule's view, e.g. `JwtUnknownIssuer`), while the token's
+    own rule failed on an unknown kid: the edge must refetch that rule's keys."""
+    jwt = reported.jwt
+    key_failure = next((c for c in every if c.status in KEY_FAILURES and c.provider.jwks_uri), None)
     return AuthnResult(
-        status,
+        reported.status,
         issuer=jwt.iss if jwt else "",
         subject=jwt.sub if jwt else "",
         kid=jwt.kid if jwt else "",
-        jwks_uri=checked.provider.jwks_uri if status in KEY_FAILURES else "",
+        jwks_uri=key_failure.provider.jwks_uri if key_failure else "",
     )
 
 

@@ -308,3 +308,25 @@ def test_service_metrics_and_readiness_show_jwks_state(tmp_path: Path) -> None:
         assert detail["jwks_without_keys"] == [down]
 
     run(scenario)
+
+
+def test_rotation_refetch_also_for_the_second_of_two_rules_sharing_a_location() -> None:
+    async def scenario() -> None:
+        first, second = JwksBehaviour(body=jwks_of(OLD)), JwksBehaviour(body=jwks_of(OLD))
+        store = KeyStore()
+        fetcher = JwksFetcher(store, refetch_min_seconds=60)
+        async with jwks_server(first) as a, jwks_server(second) as b:
+            policy = (
+                _policy(a.jwks_uri)
+                + f"  - issuer: https://b.example\n    jwksUri: {b.jwks_uri}\n    timeout: 2s\n"
+            )
+            service = _service(policy, store, fetcher)
+            await fetcher.track(service._store.generation.jwks_sources)
+            second.body = jwks_of(NEW)  # the second issuer rotates
+            token = NEW.sign(claims(iss="https://b.example", exp=int(time.time()) + 600))
+            answer = await service.Check(_check(token), None)
+            assert answer.status.code == code_pb2.OK
+            assert (first.hits, second.hits) == (1, 2)
+        await fetcher.close()
+
+    run(scenario)
