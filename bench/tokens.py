@@ -1,0 +1,92 @@
+"""Tokens, keys and the policy files the benchmark needs.
+
+RS256 tokens are signed with Istio's sample key (extauthz/samples/key.pem); ES256 tokens
+with a P-256 key generated for the run. Configurations (b) and (d) get one JWKS holding
+both public keys, so the same Envoy/extauthz serves the RS256 and the ES256 scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from extauthz.rig.rig import SAMPLES
+from extauthz.rig.tokens import SAMPLE_ISSUER
+
+ES256_KID = "bench-es256"
+# Longer than extauthz's verified-token cache (10,000 entries, LRU): a pool used in order
+# never hits that cache, however often it wraps around.
+FRESH_POOL_SIZE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    alg: str
+    kid: str
+    private: Any  # a cryptography private key
+    jwk: dict[str, Any]  # the public half, as a JWKS entry
+
+    def mint(self, claims: dict[str, Any]) -> str:
+        return pyjwt.encode(claims, self.private, algorithm=self.alg, headers={"kid": self.kid})
+
+
+def sample_rs256_key() -> SigningKey:
+    [jwk] = json.loads((SAMPLES / "jwks.json").read_text())["keys"]
+    private = serialization.load_pem_private_key((SAMPLES / "key.pem").read_bytes(), None)
+    return SigningKey("RS256", str(jwk["kid"]), private, dict(jwk))
+
+
+def new_es256_key(kid: str = ES256_KID) -> SigningKey:
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    return SigningKey("ES256", kid, private, {**jwk, "kid": kid, "alg": "ES256"})
+
+
+def demo_token() -> str:
+    return (SAMPLES / "demo.jwt").read_text().strip()
+
+
+def claims(index: int, now: int, lifetime: int = 24 * 3600) -> dict[str, Any]:
+    """One distinct token's claims: the sample issuer and subject (so it is a request
+    principal for the DENY policy), a unique `jti` so every token differs."""
+    return {
+        "iss": SAMPLE_ISSUER,
+        "sub": SAMPLE_ISSUER,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": f"bench-{index}",
+    }
+
+
+def mint_pool(key: SigningKey, count: int, now: int | None = None) -> list[str]:
+    now = int(time.time()) if now is None else now
+    return [key.mint(claims(i, now)) for i in range(count)]
+
+
+def write_pool(tokens: list[str], path: Path) -> Path:
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def jwks_json(keys: list[SigningKey]) -> str:
+    return json.dumps({"keys": [key.jwk for key in keys]})
+
+
+def write_gateway_policies(jwks: str, path: Path) -> Path:
+    """extauthz/samples/gateway-policies.yaml with its inline `jwks` replaced by `jwks`."""
+    documents = list(yaml.safe_load_all((SAMPLES / "gateway-policies.yaml").read_text()))
+    for document in documents:
+        if document and document.get("kind") == "RequestAuthentication":
+            for rule in document["spec"]["jwtRules"]:
+                rule["jwks"] = jwks
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return path
