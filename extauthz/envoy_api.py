@@ -137,7 +137,55 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
     return metadata
 
 
+class _Responses:
+    """Responses already built, by everything that goes into them. Most requests repeat a
+    few outcomes (the same cached token, the same denial), so most answers are found here.
+    Payloads are compared by identity (and held, so an identity is never reused while
+    remembered). Answers to invalid tokens, whose realm names each path, are not kept."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, external_auth_pb2.CheckResponse]]
+        self._entries = OrderedDict()
+
+    @staticmethod
+    def key(decision: Decision) -> tuple[Any, ...]:
+        authn, authz = decision.authn, decision.authz
+        return (
+            decision.verdict, decision.http_status, decision.body, decision.response_headers,
+            decision.reason, decision.generation, authn.principal, authn.headers_to_set,
+            authn.headers_to_remove, authn.params_to_remove,
+            tuple((issuer, id(payload)) for issuer, payload in authn.payloads.items()),
+            authz.policy if authz else "", authz.rule if authz else None,
+            authz.detail if authz else "", authz.audits if authz else (),
+            authz.dry_run if authz else (),
+        )  # fmt: skip
+
+    def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        if decision.verdict is Verdict.UNAUTHENTICATED:
+            return _build(decision)
+        key = self.key(decision)
+        payloads = tuple(decision.authn.payloads.values())
+        found = self._entries.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], payloads, strict=True)):
+            self._entries.move_to_end(key)
+            return found[1]
+        response = _build(decision)
+        self._entries[key] = (payloads, response)
+        if len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return response
+
+
+_responses = _Responses()
+
+
 def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    """The CheckResponse for a decision (built once per distinct outcome; never mutate it)."""
+    return _responses.get(decision)
+
+
+def _build(decision: Decision) -> external_auth_pb2.CheckResponse:
     status = status_pb2.Status(code=_GRPC_CODE[decision.verdict])
     metadata = _metadata(decision)
     if decision.is_allowed:

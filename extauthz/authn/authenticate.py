@@ -106,6 +106,11 @@ def authenticate(
     tokens = [extract_tokens(attrs, provider.locations) for provider in providers.providers]
     if not any(tokens):
         return anonymous
+    tokens_key = tuple(tuple((f.location, f.token) for f in row) for row in tokens)
+    if cache is not None:
+        remembered = cache.outcomes.get(providers, tokens_key, now, remote_keys)
+        if remembered is not None:
+            return remembered
     checked = [
         [check_token(found, provider, remote_keys, now, cache) for found in found_tokens]
         for provider, found_tokens in zip(providers.providers, tokens, strict=True)
@@ -123,7 +128,26 @@ def authenticate(
             status = allow_missing_status(i)
             if not provider_passes(i) and status is not JwtStatus.Ok:
                 return _rejected(checked[i][0], [c for row in checked for c in row])
-    return _accepted([c for row in checked for c in row if c.status is JwtStatus.Ok], providers)
+    every = [c for row in checked for c in row]
+    result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers)
+    if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
+        cache.outcomes.put(providers, tokens_key, result, _window(every), remote_keys)
+    return result
+
+
+# Failures that a later moment (or fetched keys) could turn into another outcome.
+_MAY_CHANGE = frozenset({JwtStatus.JwtExpired, JwtStatus.JwtNotYetValid, JwtStatus.JwksFetchFail})
+
+
+def _window(every: list[Checked]) -> tuple[float, float]:
+    """While every accepted token stays inside its nbf/exp (with the skew)."""
+    start, end = float("-inf"), float("inf")
+    for c in every:
+        if c.status is JwtStatus.Ok and c.jwt is not None:
+            start = max(start, c.jwt.nbf - CLOCK_SKEW_SECONDS)
+            if c.jwt.exp:
+                end = min(end, c.jwt.exp + CLOCK_SKEW_SECONDS)
+    return start, end
 
 
 # Failures that fresh keys could cure: a rotated key (unknown kid) or keys never fetched.

@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 from extauthz.authn.jwt import Jwt
 from extauthz.authn.keys import KeySet
+from extauthz.authn.outcomes import AcceptedOutcomes
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -18,6 +19,9 @@ class VerifiedTokenCache:
     def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[KeySet, Jwt]] = OrderedDict()
+        # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
+        # parsing, checking and building the result.
+        self.outcomes = AcceptedOutcomes(max_entries)
         self.hits = 0
         self.misses = 0
 

@@ -147,11 +147,39 @@ def test_forward_original_token_keeps_header() -> None:
 def test_cache_hit_still_checks_expiry() -> None:
     cache = VerifiedTokenCache()
     token = KEY.sign(claims(exp=NOW + 10))
-    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).is_ok
-    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).is_ok
-    assert cache.hits == 1
+    first = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
+    assert first.is_ok
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache) is first  # remembered
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW + 70, cache) is first
     later = authenticate(bearer(token), PROVIDERS, no_remote, NOW + 71, cache)
     assert later.status is JwtStatus.JwtExpired
+
+
+def test_remembered_outcome_is_dropped_when_remote_keys_rotate() -> None:
+    yaml_text = f"""
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: foo}}
+spec:
+  jwtRules:
+  - issuer: {ISSUER}
+    jwksUri: http://127.0.0.1:1/keys
+"""
+    providers = snapshot_from(yaml_text).providers
+    cache = VerifiedTokenCache()
+    keys = {"now": parse_jwks(JWKS)}
+    token = TOKENS["good"]
+    assert authenticate(bearer(token), providers, lambda uri: keys["now"], NOW, cache).is_ok
+    keys["now"] = parse_jwks(jwks_of(OTHER))  # rotated: KEY is gone
+    after = authenticate(bearer(token), providers, lambda uri: keys["now"], NOW, cache)
+    assert after.status is JwtStatus.JwksKidAlgMismatch
+
+
+def test_not_yet_valid_token_is_not_remembered_as_failure() -> None:
+    cache = VerifiedTokenCache()
+    token = KEY.sign(claims(nbf=NOW + 100))
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status is JwtStatus.JwtNotYetValid
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW + 41, cache).is_ok
 
 
 def test_cache_entry_is_dropped_with_its_key_set() -> None:
@@ -167,3 +195,12 @@ def test_no_providers_means_anonymous_even_with_a_token() -> None:
     providers = snapshot_from("").providers
     result = authenticate(bearer(TOKENS["garbage"]), providers, no_remote, NOW)
     assert result.is_ok and not result.has_identity
+
+
+def test_remembered_outcome_depends_on_where_the_token_was() -> None:
+    cache = VerifiedTokenCache()
+    token = TOKENS["good"]
+    in_header = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
+    in_query = authenticate(RequestAttributes(query=f"access_token={token}"), PROVIDERS, no_remote, NOW, cache)
+    assert (in_header.headers_to_remove, in_header.params_to_remove) == (("authorization",), ())
+    assert (in_query.headers_to_remove, in_query.params_to_remove) == ((), ("access_token",))

@@ -1,0 +1,73 @@
+"""Accepted authentication outcomes, remembered for the same tokens at the same places.
+
+`authenticate` is a pure function of (the tokens found, the providers, their keys, now).
+For a request whose tokens were all seen before, its whole outcome can be reused while:
+- the providers are the same object (same configuration generation and workload),
+- every remote key set involved is the same object (no rotation since),
+- `now` is inside every accepted token's nbf/exp window (with the clock skew).
+Only successful outcomes are kept, and only when no checked token failed on time or on
+missing keys (those failures can turn into something else as time passes).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from extauthz.authn.extract import Location
+from extauthz.authn.keys import KeySet
+from extauthz.authn.providers import ProviderSet
+from extauthz.authn.result import AuthnResult
+
+TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
+KeyLookup = Callable[[str], KeySet | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    providers: ProviderSet
+    result: AuthnResult
+    valid_from: float
+    valid_until: float
+    remote_keys: tuple[tuple[str, KeySet | None], ...]
+
+
+class AcceptedOutcomes:
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, TokensKey], _Outcome] = OrderedDict()
+
+    @staticmethod
+    def _remote(providers: ProviderSet, keys: KeyLookup) -> tuple[tuple[str, KeySet | None], ...]:
+        return tuple(
+            (p.jwks_uri, keys(p.jwks_uri)) for p in providers.providers if p.inline_keys is None
+        )
+
+    def get(
+        self, providers: ProviderSet, tokens: TokensKey, now: int, keys: KeyLookup
+    ) -> AuthnResult | None:
+        outcome = self._entries.get((id(providers), tokens))
+        if outcome is None or outcome.providers is not providers:
+            return None
+        if not outcome.valid_from <= now <= outcome.valid_until:
+            return None
+        for uri, key_set in outcome.remote_keys:
+            if keys(uri) is not key_set:
+                return None
+        self._entries.move_to_end((id(providers), tokens))
+        return outcome.result
+
+    def put(
+        self,
+        providers: ProviderSet,
+        tokens: TokensKey,
+        result: AuthnResult,
+        window: tuple[float, float],
+        keys: KeyLookup,
+    ) -> None:
+        key = (id(providers), tokens)
+        self._entries[key] = _Outcome(providers, result, *window, self._remote(providers, keys))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
