@@ -30,10 +30,11 @@ DEFAULT_LOCATIONS = (
     Location("header", "authorization", "Bearer "),
     Location("param", "access_token"),
 )
-_KIND_ORDER = {"header": 0, "param": 1, "cookie": 2}
 
 
 def rule_locations(rule: JWTRule) -> tuple[Location, ...]:
+    """A rule's locations in Envoy's reading order: headers, then parameters, then cookies
+    (extract_tokens relies on this order, so it is fixed here, once)."""
     locations = (
         *(Location("header", header.name, header.prefix) for header in rule.from_headers),
         *(Location("param", name) for name in rule.from_params),
@@ -61,11 +62,11 @@ def _from_header(value: str, prefix: str) -> str | None:
 
 
 def extract_tokens(attrs: RequestAttributes, locations: Iterable[Location]) -> list[FoundToken]:
-    """Every token at the given locations, headers first, then query parameters, then
-    cookies, as Envoy's extractor lists them. A location that is present but empty still
+    """Every token at the given locations (given in Envoy's order: headers, then query
+    parameters, then cookies, as `rule_locations` makes them). A location that is present but empty still
     yields a (malformed) token, as in Envoy."""
     found: list[FoundToken] = []
-    for location in sorted(locations, key=lambda loc: _KIND_ORDER[loc.kind]):
+    for location in locations:
         token: str | None
         if location.kind == "header":
             raw = attrs.headers.get(location.name)
