@@ -63,8 +63,8 @@ def _from_header(value: str, prefix: str) -> str | None:
 
 def extract_tokens(attrs: RequestAttributes, locations: Iterable[Location]) -> list[FoundToken]:
     """Every token at the given locations (given in Envoy's order: headers, then query
-    parameters, then cookies, as `rule_locations` makes them). A location that is present but empty still
-    yields a (malformed) token, as in Envoy."""
+    parameters, then cookies, as `rule_locations` makes them). A location that is present
+    but empty still yields a (malformed) token, as in Envoy."""
     found: list[FoundToken] = []
     for location in locations:
         token: str | None

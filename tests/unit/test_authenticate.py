@@ -178,7 +178,10 @@ spec:
 def test_not_yet_valid_token_is_not_remembered_as_failure() -> None:
     cache = VerifiedTokenCache()
     token = KEY.sign(claims(nbf=NOW + 100))
-    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status is JwtStatus.JwtNotYetValid
+    assert (
+        authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status
+        is JwtStatus.JwtNotYetValid
+    )
     assert authenticate(bearer(token), PROVIDERS, no_remote, NOW + 41, cache).is_ok
 
 
@@ -201,6 +204,8 @@ def test_remembered_outcome_depends_on_where_the_token_was() -> None:
     cache = VerifiedTokenCache()
     token = TOKENS["good"]
     in_header = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
-    in_query = authenticate(RequestAttributes(query=f"access_token={token}"), PROVIDERS, no_remote, NOW, cache)
+    in_query = authenticate(
+        RequestAttributes(query=f"access_token={token}"), PROVIDERS, no_remote, NOW, cache
+    )
     assert (in_header.headers_to_remove, in_header.params_to_remove) == (("authorization",), ())
     assert (in_query.headers_to_remove, in_query.params_to_remove) == ((), ("access_token",))
