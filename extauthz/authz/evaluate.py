@@ -109,7 +109,7 @@ def evaluate(
     for policy in policies.deny:
         rule = policy.first_match(attrs, authn)
         if rule is not None:
-            detail = policy.rules[rule].explain(attrs, authn)
+            detail = policy.rules[rule].explain_match(attrs, authn)
             reason = f"denied by DENY policy {policy.ref}"
             return AuthzVerdict(False, reason, policy.ref, rule, audits, dry_run, detail)
     if not policies.allow:

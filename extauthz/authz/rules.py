@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
@@ -217,6 +217,17 @@ class CompiledRule:
     matches: Predicate
     # ("from", [fields of source 0, fields of source 1, ...]), ("to", ...), ("when[k]", ...)
     parts: tuple[tuple[str, tuple[tuple[Named, ...], ...]], ...]
+    # The "matched" explanation, made on first use when it cannot depend on the request.
+    match_text: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def explain_match(self, attrs: RequestAttributes, authn: AuthnResult) -> str:
+        """`explain` for a rule known to match. When each part has one alternative (the usual
+        case) the text cannot depend on the request, so it is made once per rule."""
+        if not all(len(alternatives) == 1 for _, alternatives in self.parts):
+            return self.explain(attrs, authn)
+        if not self.match_text:
+            self.match_text.append(self.explain(attrs, authn))
+        return self.match_text[0]
 
     def explain(self, attrs: RequestAttributes, authn: AuthnResult) -> str:
         """Which parts matched, or the first that did not, e.g.
