@@ -10,11 +10,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from bench import configs
-from extauthz.rig.processes import Process, answers_200, free_port
+from extauthz.rig.processes import Process, ProcessGroup, answers_200, free_port
 from extauthz.rig.rig import find_binary
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -78,7 +77,7 @@ class BenchProcess(Process):
         return self._popen.pid if self._popen is not None else None
 
 
-class Stack:
+class Stack(ProcessGroup):
     """Upstream -> authorizer -> Envoy for one configuration."""
 
     def __init__(
@@ -174,25 +173,6 @@ class Stack:
         self._start_authorizer()
         self._start_envoy()
         return self
-
-    def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-
-    def __enter__(self) -> Stack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what the processes did ---------------------------------------------------------------
     def envoy_counters(self) -> dict[str, int]:

@@ -7,11 +7,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from extauthz.rig.envoy_config import localize, write_localized
-from extauthz.rig.processes import Process, answers_200, free_port
+from extauthz.rig.processes import Process, ProcessGroup, answers_200, free_port
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 REPO_ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
@@ -55,7 +54,7 @@ class Ports:
         return cls(*ports)
 
 
-class Rig:
+class Rig(ProcessGroup):
     def __init__(
         self,
         workdir: Path,
@@ -213,25 +212,6 @@ class Rig:
         for process, admin in envoys:
             process.wait_until(answers_200(f"http://127.0.0.1:{admin}/ready"))
         return self
-
-    def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-
-    def __enter__(self) -> Rig:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def upstream_requests(self) -> int:
         """How many requests reached the productpage upstream."""

@@ -15,6 +15,11 @@ KEY = rsa_key()
 OTHER = rsa_key(kid="other")
 JWKS = jwks_of(KEY)
 PROVIDERS = snapshot_from(request_authentication(JWKS, ISSUER)).providers
+REMOTE_PROVIDERS = snapshot_from(
+    "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+    "metadata: {name: jwt, namespace: foo}\n"
+    f"spec:\n  jwtRules:\n  - issuer: {ISSUER}\n    jwksUri: http://127.0.0.1:1/keys\n"
+).providers
 
 
 def no_remote(uri: str) -> KeySet | None:
@@ -117,16 +122,7 @@ def test_audiences() -> None:
 
 
 def test_remote_jwks_without_keys_fails_closed() -> None:
-    yaml_text = f"""
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {{name: jwt, namespace: foo}}
-spec:
-  jwtRules:
-  - issuer: {ISSUER}
-    jwksUri: http://127.0.0.1:1/keys
-"""
-    providers = snapshot_from(yaml_text).providers
+    providers = REMOTE_PROVIDERS
     assert providers.jwks_sources == {
         "http://127.0.0.1:1/keys": JwksSource("http://127.0.0.1:1/keys", 5.0)
     }
@@ -156,16 +152,7 @@ def test_cache_hit_still_checks_expiry() -> None:
 
 
 def test_remembered_outcome_is_dropped_when_remote_keys_rotate() -> None:
-    yaml_text = f"""
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {{name: jwt, namespace: foo}}
-spec:
-  jwtRules:
-  - issuer: {ISSUER}
-    jwksUri: http://127.0.0.1:1/keys
-"""
-    providers = snapshot_from(yaml_text).providers
+    providers = REMOTE_PROVIDERS
     cache = VerifiedTokenCache()
     keys = {"now": parse_jwks(JWKS)}
     token = TOKENS["good"]
