@@ -6,9 +6,10 @@ import enum
 from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
-from extauthz.authn.authenticate import KeyLookup, authenticate
+from extauthz.authn.authenticate import authenticate
 from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.result import AuthnResult
+from extauthz.authn.result import AuthnResult, KeyLookup
+from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, evaluate
 from extauthz.config.compile import Snapshot
 
@@ -90,9 +91,10 @@ def decide(
 
 def internal_error(reason: str, generation: int = 0) -> Decision:
     """What every unexpected failure becomes: a denial, never an allow."""
-    from extauthz.authn.result import ANONYMOUS
-
     return Decision(
-        Verdict.DENY, 403, f"internal error: {reason}", ANONYMOUS, body=RBAC_DENIED_BODY,
+        Verdict.DENY, 403, f"internal error: {reason}", _NO_IDENTITY, body=RBAC_DENIED_BODY,
         generation=generation,
     )  # fmt: skip
+
+
+_NO_IDENTITY = AuthnResult(JwtStatus.Ok)  # no validity: an internal error is never remembered

@@ -8,12 +8,13 @@ from types import MappingProxyType
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
+from extauthz.config.inputs import DecisionInputs
 from extauthz.decision import Decision, Verdict
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -60,6 +61,37 @@ def to_attributes(
         request_id=headers.get("x-request-id", ""),
         context_extensions=attributes.context_extensions,
     )
+
+
+def decision_key(
+    attributes: attribute_context_pb2.AttributeContext, inputs: DecisionInputs, scope: int
+) -> tuple[Any, ...] | None:
+    """The values `inputs` names, raw as Envoy sent them in a CheckRequest's attributes,
+    prefixed with `scope`: two requests
+    with equal keys get equal decisions (see config/inputs.py). None when this request is
+    not to be remembered: preflights (CORS bypass reads more headers), raw header maps, and
+    requests where to_attributes would fall back to pseudo-headers."""
+    if not inputs.rememberable:
+        return None
+    http = attributes.request.http
+    method = http.method
+    headers = http.headers
+    if method == "OPTIONS" or not method or not http.path or not http.host or not headers:
+        return None
+    key = [scope, method, http.host, http.path]
+    for name in inputs.headers:
+        key.append(headers.get(name))
+    if inputs.source_ip:
+        key.append(attributes.source.address.socket_address.address)
+    if inputs.destination:
+        destination = attributes.destination.address.socket_address
+        key.append(destination.address)
+        key.append(destination.port_value)
+    if inputs.source_principal:
+        key.append(attributes.source.principal)
+    if inputs.sni:
+        key.append(attributes.tls_session.sni)
+    return tuple(key)
 
 
 def _header_options(pairs: Iterable[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -12,13 +13,14 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.jwks import KeyStore
-from extauthz.config.compile import Snapshot
+from extauthz.config.compile import Generation, Snapshot
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
-from extauthz.decision import decide, internal_error
-from extauthz.envoy_api import to_attributes, to_response
+from extauthz.decision import Decision, decide, internal_error
+from extauthz.decision_memo import DecisionMemo
+from extauthz.envoy_api import decision_key, to_attributes, to_response
 from extauthz.logs import DecisionLogger
-from extauthz.metrics import Metrics
+from extauthz.metrics import Metrics, policy_matches
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._refetch = refetch
         self._xff_hops = xff_num_trusted_hops
         self._decision_log = decision_logger or DecisionLogger()
+        self._counts = metrics.checks
+        self._memo: DecisionMemo[_Answer] = DecisionMemo()
+        self._generation: Generation | None = None  # what the memo and the snapshot are of
+        # Set with _generation, before any use: the CLI's workload's snapshot of it.
+        self._default_snapshot: Snapshot
 
-    def _snapshot_for(self, attrs: RequestAttributes) -> Snapshot:
-        """The CLI's workload, unless Envoy names one per route or listener with the
-        context_extensions `namespace` and `labels` (one extauthz, several workloads)."""
-        extensions = attrs.context_extensions
-        if "namespace" not in extensions and "labels" not in extensions:
-            return self._store.current
+    def _snapshot_for(self, extensions: Mapping[str, str]) -> Snapshot:
+        """The workload Envoy names per route or listener with the context_extensions
+        `namespace` and `labels` (one extauthz, several workloads); the CLI's by default."""
         default = self._store.workload
         workload = Workload(
             extensions.get("namespace") or default.namespace,
@@ -62,30 +66,63 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
+        attrs: RequestAttributes | None = None
         try:
-            attrs = to_attributes(request, self._xff_hops)
-            snapshot = self._snapshot_for(attrs)
-            decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
-            uri = decision.authn.jwks_uri
-            if uri and self._refetch is not None and await self._refetch(uri):
-                # The token's key was unknown (rotation) or never fetched: the edge fetched
-                # the key set once (single-flight, rate-limited); decide again with it.
-                decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
-            response = to_response(decision)
+            generation = self._store.generation
+            if generation is not self._generation:
+                self._memo.clear()  # drop the old generation's answers (and let it go)
+                self._generation = generation
+                self._default_snapshot = self._store.current
+            attributes = request.attributes
+            extensions = attributes.context_extensions
+            if extensions and ("namespace" in extensions or "labels" in extensions):
+                snapshot = self._snapshot_for(extensions)
+            else:
+                snapshot = self._default_snapshot
+            now = int(time.time())
+            key = decision_key(attributes, snapshot.inputs, id(snapshot))
+            answer = self._memo.get(key, snapshot, now, self._keys.keys) if key else None
+            if answer is None:
+                attrs = to_attributes(request, self._xff_hops)
+                answer = await self._decide(attrs, snapshot, now)
+                if key is not None:
+                    self._memo.put(key, snapshot, answer.decision, answer)
         except Exception as exc:  # the one broad except: any failure is a logged, counted deny
             log.exception("Check failed; denying")
             self._metrics.check_errors.inc()
-            self._metrics.checks.labels("deny").inc()
+            self._counts.count("deny")
             try:
                 return to_response(internal_error(type(exc).__name__))
             except Exception:
                 return _LAST_RESORT
         elapsed = time.perf_counter() - started
-        self._metrics.checks.labels(decision.verdict.value).inc()
-        self._metrics.check_duration.observe(elapsed)
-        if decision.authz is not None and (
-            decision.authz.policy or decision.authz.audits or decision.authz.dry_run
-        ):
-            self._metrics.count_policies(decision.authz)
-        self._decision_log.log(attrs, decision, elapsed)
-        return response
+        self._counts.record(answer.label, elapsed)
+        if answer.policy_matches:
+            self._counts.count_policies(answer.policy_matches)
+        if self._decision_log.wants(answer.decision):
+            if attrs is None:
+                attrs = to_attributes(request, self._xff_hops)
+            self._decision_log.write(attrs, answer.decision, elapsed)
+        return answer.response
+
+    async def _decide(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> _Answer:
+        decision = decide(attrs, snapshot, self._keys.keys, now, self._cache)
+        uri = decision.authn.jwks_uri
+        if uri and self._refetch is not None and await self._refetch(uri):
+            # The token's key was unknown (rotation) or never fetched: the edge fetched
+            # the key set once (single-flight, rate-limited); decide again with it.
+            decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
+        return _Answer(
+            decision, to_response(decision), decision.verdict.value, policy_matches(decision.authz)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A decision with everything recording it needs, worked out once: remembered answers
+    (decision_memo.py) cost no conversion at all."""
+
+    decision: Decision
+    response: external_auth_pb2.CheckResponse
+    label: str  # the decision label of extauthz_checks_total
+    policy_matches: tuple[tuple[str, str, str], ...]

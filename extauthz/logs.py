@@ -73,8 +73,12 @@ class DecisionLogger:
 
     def log(self, attrs: RequestAttributes, decision: Decision, latency_seconds: float) -> None:
         if self.wants(decision):
-            decision_log.info("%s", json.dumps(self.record(attrs, decision, latency_seconds),
-                                               separators=(",", ":"), default=str))  # fmt: skip
+            self.write(attrs, decision, latency_seconds)
+
+    def write(self, attrs: RequestAttributes, decision: Decision, latency_seconds: float) -> None:
+        """Write the line, wanted or not (callers ask `wants` first, once: it samples)."""
+        decision_log.info("%s", json.dumps(self.record(attrs, decision, latency_seconds),
+                                           separators=(",", ":"), default=str))  # fmt: skip
 
     def record(
         self, attrs: RequestAttributes, decision: Decision, latency_seconds: float

@@ -19,7 +19,7 @@ signature. CORS preflight requests bypass JWT checks (Istio sets bypass_cors_pre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +27,12 @@ from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import Jwt, check_time, parse_jwt
-from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import JwtProvider, ProviderSet
-from extauthz.authn.result import AuthnResult
+from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verify import verify_signature
 
 CLOCK_SKEW_SECONDS = 60
-KeyLookup = Callable[[str], KeySet | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +97,8 @@ def authenticate(
     cache: VerifiedTokenCache | None = None,
 ) -> AuthnResult:
     if not providers.providers:
-        return AuthnResult(JwtStatus.Ok)  # no RequestAuthentication: tokens are not looked at
-    anonymous = AuthnResult(JwtStatus.Ok, headers_to_remove=providers.output_headers)
+        return ANONYMOUS  # no RequestAuthentication: tokens are not looked at
+    anonymous = providers.anonymous
     if is_cors_preflight(attrs):
         return anonymous
     tokens = [extract_tokens(attrs, provider.locations) for provider in providers.providers]
@@ -131,7 +129,7 @@ def authenticate(
     every = [c for row in checked for c in row]
     result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers)
     if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
-        cache.outcomes.put(providers, tokens_key, result, _window(every), remote_keys)
+        return cache.outcomes.put(providers, tokens_key, result, _window(every), remote_keys)
     return result
 
 
@@ -194,7 +192,7 @@ def nested_claim(payload: Any, claim: str) -> Any:
 
 def _accepted(accepted: list[Checked], providers: ProviderSet) -> AuthnResult:
     if not accepted:
-        return AuthnResult(JwtStatus.Ok, headers_to_remove=providers.output_headers)
+        return providers.anonymous
     remove_headers = list(providers.output_headers)
     remove_params: list[str] = []
     set_headers: list[tuple[str, str]] = []

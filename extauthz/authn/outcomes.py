@@ -12,25 +12,20 @@ missing keys (those failures can turn into something else as time passes).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from extauthz.authn.extract import Location
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import ProviderSet
-from extauthz.authn.result import AuthnResult
+from extauthz.authn.result import AuthnResult, KeyLookup, Validity
 
 TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
-KeyLookup = Callable[[str], KeySet | None]
 
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     providers: ProviderSet
-    result: AuthnResult
-    valid_from: float
-    valid_until: float
-    remote_keys: tuple[tuple[str, KeySet | None], ...]
+    result: AuthnResult  # its `validity` says how long it holds
 
 
 class AcceptedOutcomes:
@@ -50,11 +45,9 @@ class AcceptedOutcomes:
         outcome = self._entries.get((id(providers), tokens))
         if outcome is None or outcome.providers is not providers:
             return None
-        if not outcome.valid_from <= now <= outcome.valid_until:
+        validity = outcome.result.validity
+        if validity is None or not validity.holds(now, keys):
             return None
-        for uri, key_set in outcome.remote_keys:
-            if keys(uri) is not key_set:
-                return None
         self._entries.move_to_end((id(providers), tokens))
         return outcome.result
 
@@ -65,9 +58,12 @@ class AcceptedOutcomes:
         result: AuthnResult,
         window: tuple[float, float],
         keys: KeyLookup,
-    ) -> None:
+    ) -> AuthnResult:
+        """Remember `result` and return it with its validity (what `get` will return)."""
         key = (id(providers), tokens)
-        self._entries[key] = _Outcome(providers, result, *window, self._remote(providers, keys))
+        result = replace(result, validity=Validity(*window, self._remote(providers, keys)))
+        self._entries[key] = _Outcome(providers, result)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+        return result

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from extauthz.authn.extract import Location, rule_locations
 from extauthz.authn.keys import KeySet, parse_jwks
+from extauthz.authn.result import ALWAYS, ANONYMOUS, AuthnResult
+from extauthz.authn.status import JwtStatus
 from extauthz.config.resources import ClaimToHeader, RequestAuthentication
 
 # Istio's JWTRule.timeout default for fetching a jwksUri.
@@ -54,6 +56,8 @@ class ProviderSet:
     # Headers the providers write upstream; a client's own copies are always removed, so a
     # client can never pose as a verified claim.
     output_headers: tuple[str, ...] = ()
+    # The outcome for a request without tokens: no identity, the client's copies removed.
+    anonymous: AuthnResult = ANONYMOUS
 
     @property
     def jwks_sources(self) -> dict[str, JwksSource]:
@@ -110,7 +114,8 @@ def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
             if name
         )
     )
-    return ProviderSet(chosen, locations, outputs)
+    anonymous = AuthnResult(JwtStatus.Ok, headers_to_remove=outputs, validity=ALWAYS)
+    return ProviderSet(chosen, locations, outputs, anonymous)
 
 
 def compile_providers(authns: Iterable[RequestAuthentication]) -> ProviderSet:

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from extauthz.authn.keys import KeySet
 from extauthz.authn.status import JwtStatus
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+KeyLookup = Callable[[str], KeySet | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Validity:
+    """How long an outcome stays the same for the same tokens at the same places: while `now`
+    is inside every accepted token's nbf/exp window (skew included) and every remote key set
+    involved is still the same object (no rotation since)."""
+
+    valid_from: float = float("-inf")
+    valid_until: float = float("inf")
+    remote_keys: tuple[tuple[str, KeySet | None], ...] = ()
+
+    def holds(self, now: float, keys: KeyLookup) -> bool:
+        if not self.valid_from <= now <= self.valid_until:
+            return False
+        return all(keys(uri) is key_set for uri, key_set in self.remote_keys)
+
+
+ALWAYS = Validity()  # an outcome that reads no token: nothing time or keys can change
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +49,8 @@ class AuthnResult:
     jwks_uri: str = ""
     # Verified payloads by issuer, for Envoy's dynamic metadata (jwt_authn's payload_in_metadata).
     payloads: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
+    # Set when the outcome may be reused for the same tokens (None: decide again each time).
+    validity: Validity | None = field(default=None, compare=False)
 
     @property
     def is_ok(self) -> bool:
@@ -38,4 +61,4 @@ class AuthnResult:
         return bool(self.principal)
 
 
-ANONYMOUS = AuthnResult(JwtStatus.Ok)
+ANONYMOUS = AuthnResult(JwtStatus.Ok, validity=ALWAYS)

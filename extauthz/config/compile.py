@@ -19,6 +19,7 @@ from extauthz.authn.providers import (
     provider_set,
 )
 from extauthz.authz.evaluate import CompiledPolicies, CompiledPolicy, compile_policy, group_policies
+from extauthz.config.inputs import DecisionInputs, decision_inputs
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import AuthorizationPolicy, ConfigSet, RequestAuthentication
 from extauthz.config.workload import Workload, applies_to
@@ -38,6 +39,7 @@ class Snapshot:
     policies: CompiledPolicies
     config: ConfigSet
     applied: tuple[str, ...]  # "Kind namespace/name" of every resource that applies
+    inputs: DecisionInputs  # the request values these decisions read
 
     @property
     def jwks_sources(self) -> dict[str, JwksSource]:
@@ -70,17 +72,19 @@ class Generation:
         root = self.root_namespace
         authns = [(a, p) for a, p in self.authns if applies_to(a, workload, root)]
         policies = [(p, c) for p, c in self.policies if applies_to(p, workload, root)]
+        providers = provider_set(p for _, chosen in authns for p in chosen)
         return Snapshot(
             generation=self.number,
             workload=workload,
             root_namespace=root,
-            providers=provider_set(p for _, providers in authns for p in providers),
+            providers=providers,
             policies=group_policies(c for _, c in policies if c is not None),
             config=self.config,
             applied=tuple(
                 [f"RequestAuthentication {a.meta.ref}" for a, _ in authns]
                 + [f"AuthorizationPolicy {p.meta.ref} ({p.action})" for p, _ in policies]
             ),
+            inputs=decision_inputs(providers, (p for p, _ in policies)),
         )
 
     @property
