@@ -47,7 +47,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._xff_hops = xff_num_trusted_hops
         self._decision_log = decision_logger or DecisionLogger()
         self._counts = metrics.checks
-        self._memo: DecisionMemo[_Answer] = DecisionMemo()
+        self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
         self._generation: Generation | None = None  # what the memo and the snapshot are of
         # Set with _generation, before any use: the CLI's workload's snapshot of it.
         self._default_snapshot: Snapshot
@@ -70,7 +70,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         try:
             generation = self._store.generation
             if generation is not self._generation:
-                self._memo.clear()  # drop the old generation's answers (and let it go)
+                self.memo.clear()  # drop the old generation's answers (and let it go)
                 self._generation = generation
                 self._default_snapshot = self._store.current
             attributes = request.attributes
@@ -81,12 +81,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                 snapshot = self._default_snapshot
             now = int(time.time())
             key = decision_key(attributes, snapshot.inputs, id(snapshot))
-            answer = self._memo.get(key, snapshot, now, self._keys.keys) if key else None
+            answer = self.memo.get(key, snapshot, now, self._keys.keys) if key else None
             if answer is None:
                 attrs = to_attributes(request, self._xff_hops)
                 answer = await self._decide(attrs, snapshot, now)
                 if key is not None:
-                    self._memo.put(key, snapshot, answer.decision, answer)
+                    self.memo.put(key, snapshot, answer.decision, answer)
         except Exception as exc:  # the one broad except: any failure is a logged, counted deny
             log.exception("Check failed; denying")
             self._metrics.check_errors.inc()
