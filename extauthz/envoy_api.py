@@ -133,31 +133,6 @@ def dynamic_metadata(decision: Decision) -> dict[str, Any]:
     return metadata
 
 
-class _PayloadStructs:
-    """Verified payloads as protobuf Structs, built once per cached token payload: turning a
-    payload into a Struct costs more than the rest of the response, and a cached token
-    brings back the very same payload object every time."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[int, tuple[Mapping[str, Any], struct_pb2.Struct]] = OrderedDict()
-
-    def get(self, payload: Mapping[str, Any]) -> struct_pb2.Struct:
-        entry = self._entries.get(id(payload))
-        if entry is not None and entry[0] is payload:
-            self._entries.move_to_end(id(payload))
-            return entry[1]
-        built = struct_pb2.Struct()
-        built.update(payload)
-        self._entries[id(payload)] = (payload, built)  # holding it keeps the id valid
-        if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-        return built
-
-
-_payload_structs = _PayloadStructs()
-
-
 def _metadata(decision: Decision) -> struct_pb2.Struct:
     metadata = struct_pb2.Struct()
     metadata.update(dynamic_metadata(decision))
@@ -165,7 +140,7 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
         # Shaped like jwt_authn's payload_in_metadata, which Istio keys by issuer.
         payloads = metadata.fields["jwt_payload"].struct_value
         for issuer, payload in decision.authn.payloads.items():
-            payloads.fields[issuer].struct_value.CopyFrom(_payload_structs.get(payload))
+            payloads.fields[issuer].struct_value.update(payload)
     return metadata
 
 

@@ -20,7 +20,7 @@ signature. CORS preflight requests bypass JWT checks (Istio sets bypass_cors_pre
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
@@ -28,7 +28,7 @@ from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import Jwt, check_time, parse_jwt
 from extauthz.authn.providers import JwtProvider, ProviderSet
-from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup
+from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup, Validity
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verify import verify_signature
 
@@ -127,9 +127,12 @@ def authenticate(
             if not provider_passes(i) and status is not JwtStatus.Ok:
                 return _rejected(checked[i][0], [c for row in checked for c in row])
     every = [c for row in checked for c in row]
-    result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers)
+    validity = None
     if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
-        return cache.outcomes.put(providers, tokens_key, result, _window(every), remote_keys)
+        validity = Validity(*_window(every), cache.outcomes.remote_keys(providers, remote_keys))
+    result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers, validity)
+    if cache is not None and validity is not None:
+        cache.outcomes.put(providers, tokens_key, result)
     return result
 
 
@@ -190,9 +193,11 @@ def nested_claim(payload: Any, claim: str) -> Any:
     return value
 
 
-def _accepted(accepted: list[Checked], providers: ProviderSet) -> AuthnResult:
+def _accepted(
+    accepted: list[Checked], providers: ProviderSet, validity: Validity | None
+) -> AuthnResult:
     if not accepted:
-        return providers.anonymous
+        return replace(providers.anonymous, validity=validity)
     remove_headers = list(providers.output_headers)
     remove_params: list[str] = []
     set_headers: list[tuple[str, str]] = []
@@ -231,4 +236,5 @@ def _accepted(accepted: list[Checked], providers: ProviderSet) -> AuthnResult:
         params_to_remove=tuple(dict.fromkeys(remove_params)),
         headers_to_set=tuple(dict.fromkeys(set_headers)),
         payloads=payloads,
+        validity=validity,
     )

@@ -10,6 +10,8 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from extauthz.authn.status import JwtStatus
@@ -93,11 +95,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# One decoder for every token (json.loads with options would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(
-            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -126,15 +130,10 @@ def _audiences(value: object) -> tuple[str, ...] | None:
     return None
 
 
-def parse_jwt(token: str) -> Jwt | JwtStatus:
-    """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
-        return JwtStatus.JwtBadFormat
-    parts = [part for part in token.split(".") if part]
-    if len(parts) != 3:
-        return JwtStatus.JwtBadFormat
-    header_b64, payload_b64, signature_b64 = parts
-
+@lru_cache(maxsize=256)
+def _parse_header(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtStatus:
+    """(header, alg, kid). An issuer signs every token with one of a few headers, so each is
+    parsed once and shared (read-only) by the tokens that carry it."""
     header_raw = b64url_decode(header_b64)
     if header_raw is None:
         return JwtStatus.JwtHeaderParseErrorBadBase64
@@ -149,6 +148,21 @@ def parse_jwt(token: str) -> Jwt | JwtStatus:
     kid = header.get("kid", "")
     if not isinstance(kid, str):
         return JwtStatus.JwtHeaderBadKid
+    return MappingProxyType(header), alg, kid
+
+
+def parse_jwt(token: str) -> Jwt | JwtStatus:
+    """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return."""
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        return JwtStatus.JwtBadFormat
+    parts = [part for part in token.split(".") if part]
+    if len(parts) != 3:
+        return JwtStatus.JwtBadFormat
+    header_b64, payload_b64, signature_b64 = parts
+    parsed_header = _parse_header(header_b64)
+    if isinstance(parsed_header, JwtStatus):
+        return parsed_header
+    header, alg, kid = parsed_header
 
     payload_raw = b64url_decode(payload_b64)
     if payload_raw is None:

@@ -12,12 +12,12 @@ missing keys (those failures can turn into something else as time passes).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from extauthz.authn.extract import Location
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import ProviderSet
-from extauthz.authn.result import AuthnResult, KeyLookup, Validity
+from extauthz.authn.result import AuthnResult, KeyLookup
 
 TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
 
@@ -34,7 +34,10 @@ class AcceptedOutcomes:
         self._entries: OrderedDict[tuple[int, TokensKey], _Outcome] = OrderedDict()
 
     @staticmethod
-    def _remote(providers: ProviderSet, keys: KeyLookup) -> tuple[tuple[str, KeySet | None], ...]:
+    def remote_keys(
+        providers: ProviderSet, keys: KeyLookup
+    ) -> tuple[tuple[str, KeySet | None], ...]:
+        """The remote key sets an outcome of these providers depends on, as they are now."""
         return tuple(
             (p.jwks_uri, keys(p.jwks_uri)) for p in providers.providers if p.inline_keys is None
         )
@@ -51,19 +54,11 @@ class AcceptedOutcomes:
         self._entries.move_to_end((id(providers), tokens))
         return outcome.result
 
-    def put(
-        self,
-        providers: ProviderSet,
-        tokens: TokensKey,
-        result: AuthnResult,
-        window: tuple[float, float],
-        keys: KeyLookup,
-    ) -> AuthnResult:
-        """Remember `result` and return it with its validity (what `get` will return)."""
+    def put(self, providers: ProviderSet, tokens: TokensKey, result: AuthnResult) -> None:
+        """Remember an accepted `result`, which carries its Validity."""
+        assert result.validity is not None
         key = (id(providers), tokens)
-        result = replace(result, validity=Validity(*window, self._remote(providers, keys)))
         self._entries[key] = _Outcome(providers, result)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-        return result
