@@ -135,18 +135,17 @@ class Service:
         await self.fetcher.track(self.store.generation.jwks_sources)
 
         server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.settings.reuse_port))])
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationService(
-                self.store,
-                self.keys,
-                self.metrics,
-                VerifiedTokenCache(),
-                self.fetcher.refetch,
-                self.settings.xff_num_trusted_hops,
-                self.settings.decision_log,
-            ),
-            server,
+        authorization = AuthorizationService(
+            self.store,
+            self.keys,
+            self.metrics,
+            VerifiedTokenCache(),
+            self.fetcher.refetch,
+            self.settings.xff_num_trusted_hops,
+            self.settings.decision_log,
         )
+        self.metrics.watch_memo(authorization.memo)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorization, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = split_addr(self.settings.grpc_addr)
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")

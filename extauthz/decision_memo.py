@@ -14,6 +14,7 @@ An answer is reused only
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -30,7 +31,7 @@ class DecisionMemo(Generic[Response]):
         self._max_entries = max_entries
         # Oldest first; a hit does not reorder (that would cost every hit), so eviction is
         # by age of the answer, and an evicted hot answer costs one full decision to redo.
-        self._entries: dict[Hashable, tuple[Snapshot, Decision, Response]] = {}
+        self._entries: OrderedDict[Hashable, tuple[Snapshot, Decision, Response]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -51,10 +52,10 @@ class DecisionMemo(Generic[Response]):
             return
         if decision.generation != snapshot.generation:
             return  # decided under another configuration than the key was made for
-        self._entries.pop(key, None)  # re-inserted last: eviction goes oldest first
         self._entries[key] = (snapshot, decision, answer)
+        self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
-            del self._entries[next(iter(self._entries))]
+            self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()

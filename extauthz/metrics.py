@@ -34,7 +34,7 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._keys_collector: _KeyStoreCollector | None = None
+        self._own: list[Collector] = []  # this process's views, also with --workers
         # What every Check records: plain ints on the event loop's thread, read at scrape
         # time; with --workers, prometheus-client's multiprocess values (files) instead.
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -87,18 +87,25 @@ class Metrics:
         ).labels(__version__).set(1)
 
     def watch_keys(self, keys: KeyStore) -> None:
-        self._keys_collector = _KeyStoreCollector(keys)
-        self.registry.register(self._keys_collector)
+        self._watch(_KeyStoreCollector(keys))
+
+    def watch_memo(self, memo: MemoStats) -> None:
+        self._watch(_MemoCollector(memo))
+
+    def _watch(self, collector: Collector) -> None:
+        """A collector of this process's own state, read at scrape time."""
+        self._own.append(collector)
+        self.registry.register(collector)
 
     def exposition(self) -> bytes:
         multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not multiprocess_dir:
             return generate_latest(self.registry)
-        # Every worker's files, added up; the key-set gauges are this worker's own view.
+        # Every worker's files, added up; key sets and the memo are this worker's own view.
         combined = CollectorRegistry()
         MultiProcessCollector(combined, multiprocess_dir)  # type: ignore[no-untyped-call]
-        if self._keys_collector is not None:
-            combined.register(self._keys_collector)
+        for collector in self._own:
+            combined.register(collector)
         return generate_latest(combined)
 
 
@@ -205,6 +212,33 @@ class _SharedCheckCounts:
     def count_policies(self, matches: tuple[tuple[str, str, str], ...]) -> None:
         for match in matches:
             self._policies.labels(*match).inc()
+
+
+class MemoStats(Protocol):
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class _MemoCollector(Collector):
+    """How often a Check found its answer remembered (decision_memo.py)."""
+
+    def __init__(self, memo: MemoStats) -> None:
+        self._memo = memo
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "extauthz_decision_memo_lookups",
+            "Checks that looked for a remembered answer, by result (hit, miss).",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], self._memo.hits)
+        lookups.add_metric(["miss"], self._memo.misses)
+        yield lookups
+        yield GaugeMetricFamily(
+            "extauthz_decision_memo_entries", "Answers remembered now.", len(self._memo)
+        )
 
 
 class _KeyStoreCollector(Collector):

@@ -63,6 +63,7 @@ def check_request(path: str) -> external_auth_pb2.CheckRequest:
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
     http.method, http.path, http.host = "GET", path, "svc"
+    http.headers.update({":method": "GET", ":path": path, ":authority": "svc"})  # as Envoy does
     return request
 
 
@@ -293,7 +294,7 @@ def test_metrics_pass_promtool_and_have_the_documented_names(tmp_path: Path) -> 
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
                 check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
-                for path in ("/x", "/y"):
+                for path in ("/x", "/y", "/y"):
                     await check(check_request(path))
             return service.metrics.exposition()
         finally:
@@ -307,7 +308,10 @@ def test_metrics_pass_promtool_and_have_the_documented_names(tmp_path: Path) -> 
     text = exposition.decode()
     for name in (
         'extauthz_checks_total{decision="deny"} 1.0',
-        'extauthz_checks_total{decision="allow"} 1.0',
+        'extauthz_checks_total{decision="allow"} 2.0',
+        'extauthz_decision_memo_lookups_total{result="hit"} 1.0',
+        'extauthz_decision_memo_lookups_total{result="miss"} 2.0',
+        "extauthz_decision_memo_entries 2.0",
         "extauthz_check_duration_seconds_bucket",
         'extauthz_policy_matches_total{action="DENY",mode="enforced",policy="foo/deny"} 1.0',
         'extauthz_config_reloads_total{result="ok"} 1.0',
