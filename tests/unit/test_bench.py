@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,19 @@ def test_authorizer_cost_per_request_and_noise() -> None:
     assert report.authorizer_us_per_request(quiet) == pytest.approx(250.0)
     assert report.authorizer_us_per_request(noisy) is None
     assert report.noisy_rows([quiet, noisy]) == [noisy]
+
+
+def test_authn_cost_prints_every_stage() -> None:
+    """bench/authn_cost.py runs the real Check path in process and prints one row per case
+    (a smoke run with few iterations: numbers are printed, not asserted)."""
+    out = subprocess.run(
+        [sys.executable, "bench/authn_cost.py", "--iterations", "20"],
+        capture_output=True, text=True, timeout=120, check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout  # fmt: skip
+    for alg in ("RS256", "ES256"):
+        for case in ("Check, a token never seen (whole path)",
+                     "Check, answer remembered (same request)",
+                     "fresh token: decide (signature verified)"):  # fmt: skip
+            row = next(line for line in out.splitlines() if line.startswith(f"{alg} {case}"))
+            assert float(row.split()[-1]) > 0
