@@ -170,14 +170,14 @@ class _Responses:
 
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         if decision.verdict is Verdict.UNAUTHENTICATED:
-            return _build(decision)
+            return build_response(decision)
         key = self.key(decision)
         payloads = tuple(decision.authn.payloads.values())
         found = self._entries.get(key)
         if found is not None and all(a is b for a, b in zip(found[0], payloads, strict=True)):
             self._entries.move_to_end(key)
             return found[1]
-        response = _build(decision)
+        response = build_response(decision)
         self._entries[key] = (payloads, response)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
@@ -192,7 +192,8 @@ def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     return _responses.get(decision)
 
 
-def _build(decision: Decision) -> external_auth_pb2.CheckResponse:
+def build_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    """A new CheckResponse for a decision (to_response gives the one already built)."""
     status = status_pb2.Status(code=_GRPC_CODE[decision.verdict])
     metadata = _metadata(decision)
     if decision.is_allowed:
