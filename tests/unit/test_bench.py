@@ -400,3 +400,18 @@ def test_authn_cost_prints_every_stage() -> None:
                      "fresh token: decide (signature verified)"):  # fmt: skip
             row = next(line for line in out.splitlines() if line.startswith(f"{alg} {case}"))
             assert float(row.split()[-1]) > 0
+
+
+def test_soak_reads_rss_from_proc() -> None:
+    import os
+
+    from bench import soak
+
+    ballast_before = soak.rss_bytes(os.getpid())
+    ballast = bytearray(64 * 1024 * 1024)  # touched below, so it is resident
+    for offset in range(0, len(ballast), 4096):
+        ballast[offset] = 1
+    grown = soak.rss_bytes(os.getpid()) - ballast_before
+    assert 60 * 1024 * 1024 < grown < 80 * 1024 * 1024
+    assert soak.change_percent(100, 110) == pytest.approx(10.0)
+    del ballast
