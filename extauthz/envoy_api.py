@@ -94,6 +94,22 @@ def decision_key(
     return tuple(key)
 
 
+def log_fields(
+    attributes: attribute_context_pb2.AttributeContext,
+) -> tuple[str, str, str, str, str]:
+    """What a decision line says of a request (logs.RequestFields), read straight from a
+    request that had a decision_key (so method, host and path are set), with the values
+    to_attributes would give: request id, method, host, path without query, source ip."""
+    http = attributes.request.http
+    return (
+        http.headers.get("x-request-id", ""),
+        http.method,
+        http.host,
+        split_path(http.path)[0],
+        attributes.source.address.socket_address.address,
+    )
+
+
 def _header_options(pairs: Iterable[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:
     return [
         base_pb2.HeaderValueOption(

@@ -18,8 +18,8 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import Decision, decide, internal_error
 from extauthz.decision_memo import DecisionMemo
-from extauthz.envoy_api import decision_key, to_attributes, to_response
-from extauthz.logs import DecisionLogger
+from extauthz.envoy_api import decision_key, log_fields, to_attributes, to_response
+from extauthz.logs import DecisionLogger, request_fields
 from extauthz.metrics import Metrics, policy_matches
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         if answer.policy_matches:
             self._counts.count_policies(answer.policy_matches)
         if self._decision_log.wants(answer.decision):
-            if attrs is None:
-                attrs = to_attributes(request, self._xff_hops)
-            self._decision_log.write(attrs, answer.decision, elapsed)
+            fields = request_fields(attrs) if attrs is not None else log_fields(attributes)
+            self._decision_log.write(fields, answer.decision, elapsed)
         return answer.response
 
     async def _decide(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> _Answer:

@@ -7,9 +7,10 @@ from types import MappingProxyType
 
 import pytest
 
+from extauthz import logs
 from extauthz.attributes import RequestAttributes
 from extauthz.decision import decide
-from extauthz.logs import DecisionLogger
+from extauthz.logs import BackgroundWriter, DecisionLogger
 from extauthz.rig.rig import SAMPLES
 from tests.support.config import snapshot_from
 
@@ -93,3 +94,43 @@ def test_denial_line_names_policy_rule_and_clauses(caplog: pytest.LogCaptureFixt
     line = json.loads(caplog.records[0].getMessage())
     assert (line["status"], line["policy"], line["rule"]) == (403, "istio-system/test-exclude", 0)
     assert "notRequestPrincipals" in line["detail"]
+
+
+def test_line_is_the_record_as_json_also_for_odd_paths() -> None:
+    """`line` encodes the decision's part once and the request's part each time; the result
+    must be the record, whatever characters the request brings."""
+    logger = DecisionLogger("all", claims=("foo",))
+    _, decision = _decision("/x", TOKEN)
+    for path in ('/a"b\\c', "/caf\u00e9/\u2603", "/tab\there", "/"):
+        fields = ("id-\u00e9", "GET", "h\u00f6st", path, "::1")
+        line = logger.line(1_700_000_000.25, fields, decision, 0.0000425)  # type: ignore[arg-type]
+        assert line.isascii() and "\n" not in line
+        assert json.loads(line) == logger.record(1_700_000_000.25, fields, decision, 0.0000425)  # type: ignore[arg-type]
+    assert len(logger._fragments) == 1  # one decision, encoded once
+
+
+def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    decision_log = logging.getLogger("extauthz.decision")
+    decision_log.addHandler(handler)
+    level = decision_log.level
+    decision_log.setLevel(logging.INFO)
+    _, decision = _decision("/api/v1/products/0")
+    writer = BackgroundWriter()
+    try:
+        for number in range(500):
+            fields = (f"req-{number}", "GET", "h", "/api/v1/products/0", "10.0.0.1")
+            DecisionLogger("all").write(fields, decision, 0.0)  # type: ignore[arg-type]
+    finally:
+        writer.stop()
+        decision_log.removeHandler(handler)
+        decision_log.setLevel(level)
+    assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(500)]
+    # stopped: lines are written in the caller's thread again
+    assert not logs._sink
