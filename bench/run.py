@@ -58,6 +58,7 @@ def run_configuration(
     warm_up_s: float,
     upstream: str,
     rows: list[Row],
+    decision_log: str = "none",
 ) -> None:
     """Measure every scenario of one configuration; rows are appended as they are made, so
     an interrupted run still reports what it finished."""
@@ -66,7 +67,8 @@ def run_configuration(
         # No auth: the token is ignored; send the cached one so the requests weigh the same.
         chosen = (scenarios.Scenario("no-auth", "no auth (token sent)", 200, token=demo_token()),)
     _progress(f"== {configuration.label} [{configuration.loop}]")
-    with Stack(configuration, workdir, material.jwks, material.policies, upstream) as stack:
+    stack = Stack(configuration, workdir, material.jwks, material.policies, upstream, decision_log)
+    with stack:
         warm_up(stack, demo_token(), warm_up_s)
         for scenario in chosen:
             row = measure_wrk(stack, scenario, duration_s)
@@ -96,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         default="fast",
         help="bench/upstream.py (default) or the rig's aiohttp productpage",
     )
+    parser.add_argument(
+        "--decision-log",
+        choices=["none", "denials", "all"],
+        default="none",
+        help="extauthz's --decision-log for (d) (default none; serve's own default is all)",
+    )
     return parser
 
 
@@ -107,7 +115,12 @@ class Outcome:
 
 
 def measure_all(
-    material: Material, workdir: Path, duration_s: float, warm_up_s: float, upstream: str
+    material: Material,
+    workdir: Path,
+    duration_s: float,
+    warm_up_s: float,
+    upstream: str,
+    decision_log: str = "none",
 ) -> Outcome:
     """Every configuration in turn. One that cannot start is reported and skipped; Ctrl-C
     or SIGTERM ends the run with what finished (processes are stopped on the way out)."""
@@ -117,7 +130,7 @@ def measure_all(
             try:
                 run_configuration(
                     configuration, material, workdir, duration_s, warm_up_s, upstream,
-                    outcome.rows,
+                    outcome.rows, decision_log,
                 )  # fmt: skip
             except (RuntimeError, OSError, ValueError) as exc:
                 outcome.failures[configuration.key] = f"{type(exc).__name__}: {exc}"
@@ -128,14 +141,17 @@ def measure_all(
     return outcome
 
 
-def print_report(outcome: Outcome, duration_s: float, upstream: str) -> list[report.Ratio]:
+def print_report(
+    outcome: Outcome, duration_s: float, upstream: str, decision_log: str = "none"
+) -> list[report.Ratio]:
     labels = {c.key: f"{c.label.split()[0]} {c.loop}".replace(" -", "") for c in configurations()}
     found = report.ratios(
         outcome.rows, ("rs256-cached", "rs256-fresh"), "d", ("c-asyncio", "c-uvloop", "b-native")
     )
     print(
         f"\nwrk -t1 -c50 -d{duration_s:g}s through Envoy (--concurrency 1) to {scenarios.PATH}; "
-        f"h2load -c 4 -m 50 straight to the authorizer; upstream: {upstream}"
+        f"h2load -c 4 -m 50 straight to the authorizer; upstream: {upstream}; "
+        f"extauthz --decision-log {decision_log}"
     )
     print(
         "CPU%: Envoy / authorizer / upstream / load generator / everything else / idle,"
@@ -180,16 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         _progress("interrupted while minting tokens; nothing was started")
         return 130
     try:
-        outcome = measure_all(material, workdir, duration_s, warm_up_s, args.upstream)
+        outcome = measure_all(
+            material, workdir, duration_s, warm_up_s, args.upstream, args.decision_log
+        )
     finally:
         for pool in material.pool_files:
             pool.unlink(missing_ok=True)
-    found = print_report(outcome, duration_s, args.upstream)
+    found = print_report(outcome, duration_s, args.upstream, args.decision_log)
     settings = {
         "duration_s": duration_s,
         "warm_up_s": warm_up_s,
         "quick": args.quick,
         "upstream": args.upstream,
+        "decision_log": args.decision_log,
         "scenarios": list(keys),
         "workdir": str(workdir),
         "interrupted": outcome.interrupted,

@@ -87,7 +87,9 @@ class Stack(ProcessGroup):
         jwks: str,
         policies: Path,
         upstream: str = "fast",  # fast (bench/upstream.py) | productpage (the rig's)
+        decision_log: str = "none",  # extauthz's --decision-log
     ) -> None:
+        self.decision_log = decision_log
         self.configuration = configuration
         self.workdir = workdir
         self.jwks = jwks
@@ -139,7 +141,7 @@ class Stack(ProcessGroup):
                 sys.executable, "-m", "extauthz", "serve", "--config", str(self.policies),
                 "--namespace", "istio-system", "--labels", "app=istio-ingressgateway",
                 "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
-                "--http-addr", f"127.0.0.1:{self.http_port}", "--decision-log", "none",
+                "--http-addr", f"127.0.0.1:{self.http_port}", "--decision-log", self.decision_log,
             ]  # fmt: skip
             process = self._add("authorizer", argv)
             process.start()
