@@ -8,8 +8,9 @@ import http.client
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,6 +200,25 @@ def test_claims_condition(base_rig: Rig, groups: list[str], status: int) -> None
     assert raw_get(base_rig, "/claims", {"Authorization": f"Bearer {token}"}).status == status
 
 
+def decision_lines(
+    rig: Rig, wanted: Callable[[dict[str, Any]], bool], timeout_s: float = 3.0
+) -> list[dict[str, Any]]:
+    """The gateway extauthz's decision lines that `wanted` picks, once there is one: lines
+    are written by a background thread every 50 ms, so a request's line comes a little later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = (rig.workdir / "extauthz-gateway.log").read_text()
+        lines = [
+            json.loads(line.split(": ", 1)[1])
+            for line in log.splitlines()
+            if "extauthz.decision" in line
+        ]
+        found = [line for line in lines if wanted(line)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
 def test_dry_run_policy_is_reported_not_enforced(base_rig: Rig) -> None:
     assert raw_get(base_rig, "/dry").status == 200
     with urllib.request.urlopen(
@@ -209,13 +229,7 @@ def test_dry_run_policy_is_reported_not_enforced(base_rig: Rig) -> None:
         'extauthz_policy_matches_total{action="DENY",mode="dry_run",policy="istio-system/would-deny"} 1.0'
         in metrics
     )
-    log = (base_rig.workdir / "extauthz-gateway.log").read_text()
-    lines = [
-        json.loads(line.split(": ", 1)[1])
-        for line in log.splitlines()
-        if "extauthz.decision" in line
-    ]
-    dry = [line for line in lines if line["path"] == "/dry"]
+    dry = decision_lines(base_rig, lambda line: line["path"] == "/dry")
     assert (
         dry
         and dry[-1]["decision"] == "allow"
@@ -226,11 +240,6 @@ def test_dry_run_policy_is_reported_not_enforced(base_rig: Rig) -> None:
 def test_denial_is_explained_in_the_log_not_to_the_client(base_rig: Rig) -> None:
     answer = http_get(f"{base_rig.gateway_url}/admin/x")
     assert answer.body == "RBAC: access denied"
-    log = (base_rig.workdir / "extauthz-gateway.log").read_text()
-    last = [
-        json.loads(line.split(": ", 1)[1])
-        for line in log.splitlines()
-        if "extauthz.decision" in line
-    ][-1]
+    last = decision_lines(base_rig, lambda line: line["path"] == "/admin/x")[-1]
     assert last["policy"] == "istio-system/no-admin"
     assert last["detail"] == "rules[0]: to[0].operation.paths matched"

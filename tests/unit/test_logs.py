@@ -134,3 +134,43 @@ def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> N
     assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(500)]
     # stopped: lines are written in the caller's thread again
     assert not logs._sink
+
+
+def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
+    """A StreamHandler (what `serve` logs to) gets many lines per write, formatted by its
+    own formatter, instead of one write and one flush per line."""
+    import io
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            CountingStream.writes += 1
+            return super().write(text)
+
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    decision_log = logging.getLogger("extauthz.decision")
+    decision_log.addHandler(handler)
+    level, propagate = decision_log.level, decision_log.propagate
+    decision_log.setLevel(logging.INFO)
+    decision_log.propagate = False
+    _, decision = _decision("/api/v1/products/0")
+    writer = BackgroundWriter(interval_seconds=0.2)
+    try:
+        for number in range(300):
+            fields = (f"req-{number}", "GET", "h", "/p", "10.0.0.1")
+            DecisionLogger("all").write(fields, decision, 0.0)  # type: ignore[arg-type]
+    finally:
+        writer.stop()
+        decision_log.removeHandler(handler)
+        decision_log.setLevel(level)
+        decision_log.propagate = propagate
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 300
+    assert all(line.startswith("INFO extauthz.decision: {") for line in lines)
+    assert [json.loads(line.split(": ", 1)[1])["request_id"] for line in lines] == [
+        f"req-{n}" for n in range(300)
+    ]
+    assert CountingStream.writes < 30
