@@ -53,7 +53,14 @@ def check_token(
     cache: VerifiedTokenCache | None = None,
 ) -> Checked:
     seen = cache.lookup(found.token) if cache is not None else None
-    parsed: Jwt | JwtStatus = seen[1] if seen is not None else parse_jwt(found.token)
+    rejected = cache.rejected(found.token) if cache is not None and seen is None else None
+    parsed: Jwt | JwtStatus
+    if seen is not None:
+        parsed = seen[1]
+    elif rejected is not None:
+        parsed = rejected[1]
+    else:
+        parsed = parse_jwt(found.token)
     if isinstance(parsed, JwtStatus):
         return Checked(found, provider, parsed, None)
     jwt = parsed
@@ -74,9 +81,16 @@ def check_token(
         return done(JwtStatus.JwksFetchFail)
     if seen is not None and seen[0] is keys:
         return done(JwtStatus.Ok)  # this exact key set verified this exact token before
+    if rejected is not None and rejected[0] is keys:
+        return done(rejected[2])  # ... or found its signature wrong
     status = verify_signature(jwt, keys)
-    if status is JwtStatus.Ok and cache is not None:
-        cache.put(found.token, keys, jwt)
+    if cache is not None:
+        if status is JwtStatus.Ok:
+            cache.put(found.token, keys, jwt)
+        elif status is JwtStatus.JwtVerificationFail:
+            # A key with its kid and alg exists and the signature is wrong: final for this
+            # key set. (An unknown kid is not kept: fresh keys may cure it.)
+            cache.put_rejected(found.token, keys, jwt, status)
     return done(status)
 
 

@@ -1,7 +1,9 @@
-"""Tokens whose signature has been verified, so a repeated token costs a dict lookup.
+"""Tokens whose signature has been checked, so a repeated token costs a dict lookup.
 
-An entry is tied to the exact key set object that verified it: when a JWKS is replaced,
-its old entries stop matching. Time, issuer and audience are still checked on every use.
+An entry is tied to the exact key set object that checked it: when a JWKS is replaced, its
+old entries stop matching. Time, issuer and audience are still checked on every use.
+Signatures that did not verify are kept apart (`rejected`), so a client repeating a
+tampered token costs a lookup too, not an RSA or ECDSA verification each time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections import OrderedDict
 from extauthz.authn.jwt import Jwt
 from extauthz.authn.keys import KeySet
 from extauthz.authn.outcomes import AcceptedOutcomes
+from extauthz.authn.status import JwtStatus
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -19,6 +22,7 @@ class VerifiedTokenCache:
     def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[KeySet, Jwt]] = OrderedDict()
+        self._rejected: OrderedDict[str, tuple[KeySet, Jwt, JwtStatus]] = OrderedDict()
         # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
         # parsing, checking and building the result.
         self.outcomes = AcceptedOutcomes(max_entries)
@@ -44,6 +48,16 @@ class VerifiedTokenCache:
         self._entries.move_to_end(token)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    def rejected(self, token: str) -> tuple[KeySet, Jwt, JwtStatus] | None:
+        """The parsed token, the key set its signature failed against, and the status."""
+        return self._rejected.get(token)
+
+    def put_rejected(self, token: str, keys: KeySet, jwt: Jwt, status: JwtStatus) -> None:
+        self._rejected[token] = (keys, jwt, status)
+        self._rejected.move_to_end(token)
+        while len(self._rejected) > self._max_entries:
+            self._rejected.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)

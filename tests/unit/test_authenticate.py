@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from extauthz.attributes import RequestAttributes
@@ -196,3 +198,53 @@ def test_remembered_outcome_depends_on_where_the_token_was() -> None:
     )
     assert (in_header.headers_to_remove, in_header.params_to_remove) == (("authorization",), ())
     assert (in_query.headers_to_remove, in_query.params_to_remove) == ((), ("access_token",))
+
+
+def _counting_verify(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each signature verification authenticate asks for (the real one still runs)."""
+    from extauthz.authn import authenticate as module
+
+    calls: list[str] = []
+    real = module.verify_signature
+
+    def counting(jwt: Any, keys: KeySet) -> JwtStatus:
+        calls.append(jwt.token)
+        return real(jwt, keys)
+
+    monkeypatch.setattr(module, "verify_signature", counting)
+    return calls
+
+
+def test_wrong_signature_is_verified_once_per_key_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _counting_verify(monkeypatch)
+    cache = VerifiedTokenCache()
+    keys = {"now": parse_jwks(JWKS)}
+    token = TOKENS["wrong-key"]
+    for _ in range(3):
+        result = authenticate(bearer(token), REMOTE_PROVIDERS, lambda uri: keys["now"], NOW, cache)
+        assert result.status is JwtStatus.JwtVerificationFail
+    assert calls == [token]
+    keys["now"] = parse_jwks(JWKS)  # the same keys, fetched again: a new key set object
+    result = authenticate(bearer(token), REMOTE_PROVIDERS, lambda uri: keys["now"], NOW, cache)
+    assert result.status is JwtStatus.JwtVerificationFail
+    assert calls == [token, token]
+
+
+def test_remembered_rejection_still_checks_time_and_issuer_first() -> None:
+    cache = VerifiedTokenCache()
+    token = OTHER.sign(claims(exp=NOW + 30), headers={"kid": KEY.jwk["kid"]})
+    assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status is (
+        JwtStatus.JwtVerificationFail
+    )
+    later = authenticate(bearer(token), PROVIDERS, no_remote, NOW + 100, cache)
+    assert later.status is JwtStatus.JwtExpired  # Envoy checks time before the signature
+
+
+def test_unknown_kid_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _counting_verify(monkeypatch)
+    cache = VerifiedTokenCache()
+    token = TOKENS["unknown-kid"]
+    for _ in range(2):
+        result = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
+        assert result.status is JwtStatus.JwksKidAlgMismatch
+    assert calls == [token, token]  # fresh keys could cure it: always asked again
