@@ -51,16 +51,23 @@ def check_token(
     remote_keys: KeyLookup,
     now: int,
     cache: VerifiedTokenCache | None = None,
+    parsed_here: dict[str, Jwt | JwtStatus] | None = None,
 ) -> Checked:
+    """`parsed_here`: tokens this request already parsed (several rules reading the same
+    header see the same token; it is parsed once)."""
     seen = cache.lookup(found.token) if cache is not None else None
     rejected = cache.rejected(found.token) if cache is not None and seen is None else None
-    parsed: Jwt | JwtStatus
+    parsed: Jwt | JwtStatus | None
     if seen is not None:
         parsed = seen[1]
     elif rejected is not None:
         parsed = rejected[1]
     else:
-        parsed = parse_jwt(found.token)
+        parsed = parsed_here.get(found.token) if parsed_here is not None else None
+        if parsed is None:
+            parsed = parse_jwt(found.token)
+            if parsed_here is not None:
+                parsed_here[found.token] = parsed
     if isinstance(parsed, JwtStatus):
         return Checked(found, provider, parsed, None)
     jwt = parsed
@@ -123,8 +130,12 @@ def authenticate(
         remembered = cache.outcomes.get(providers, tokens_key, now, remote_keys)
         if remembered is not None:
             return remembered
+    parsed_here: dict[str, Jwt | JwtStatus] = {}
     checked = [
-        [check_token(found, provider, remote_keys, now, cache) for found in found_tokens]
+        [
+            check_token(found, provider, remote_keys, now, cache, parsed_here)
+            for found in found_tokens
+        ]
         for provider, found_tokens in zip(providers.providers, tokens, strict=True)
     ]
 

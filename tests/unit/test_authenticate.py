@@ -248,3 +248,25 @@ def test_unknown_kid_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
         result = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
         assert result.status is JwtStatus.JwksKidAlgMismatch
     assert calls == [token, token]  # fresh keys could cure it: always asked again
+
+
+def test_a_token_read_by_two_rules_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extauthz.authn import authenticate as module
+
+    parsed: list[str] = []
+    real = module.parse_jwt
+
+    def counting(token: str) -> Any:
+        parsed.append(token)
+        return real(token)
+
+    monkeypatch.setattr(module, "parse_jwt", counting)
+    two_rules = snapshot_from(
+        request_authentication(JWKS, "https://first.example")
+        + "---"
+        + request_authentication(JWKS, ISSUER).replace("name: jwt", "name: second")
+    ).providers
+    assert len(two_rules.providers) == 2
+    result = authenticate(bearer(TOKENS["good"]), two_rules, no_remote, NOW, VerifiedTokenCache())
+    assert result.is_ok and result.issuer == ISSUER
+    assert parsed == [TOKENS["good"]]
