@@ -109,6 +109,29 @@ def test_line_is_the_record_as_json_also_for_odd_paths() -> None:
     assert len(logger._fragments) == 1  # one decision, encoded once
 
 
+def _write_through_background_writer(
+    handler: logging.Handler, count: int, interval_seconds: float = 0.05
+) -> None:
+    """`count` allowed decisions (request ids req-0...) written while a BackgroundWriter runs,
+    with `handler` as the decision logger's only handler; everything is put back after."""
+    decision_log = logging.getLogger("extauthz.decision")
+    level, propagate = decision_log.level, decision_log.propagate
+    decision_log.addHandler(handler)
+    decision_log.setLevel(logging.INFO)
+    decision_log.propagate = False
+    _, decision = _decision("/api/v1/products/0")
+    writer = BackgroundWriter(interval_seconds)
+    try:
+        for number in range(count):
+            fields = (f"req-{number}", "GET", "h", "/api/v1/products/0", "10.0.0.1")
+            DecisionLogger("all").write(fields, decision, 0.0)  # type: ignore[arg-type]
+    finally:
+        writer.stop()
+        decision_log.removeHandler(handler)
+        decision_log.setLevel(level)
+        decision_log.propagate = propagate
+
+
 def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> None:
     lines: list[str] = []
 
@@ -116,21 +139,7 @@ def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> N
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(record.getMessage())
 
-    handler = Collect()
-    decision_log = logging.getLogger("extauthz.decision")
-    decision_log.addHandler(handler)
-    level = decision_log.level
-    decision_log.setLevel(logging.INFO)
-    _, decision = _decision("/api/v1/products/0")
-    writer = BackgroundWriter()
-    try:
-        for number in range(500):
-            fields = (f"req-{number}", "GET", "h", "/api/v1/products/0", "10.0.0.1")
-            DecisionLogger("all").write(fields, decision, 0.0)  # type: ignore[arg-type]
-    finally:
-        writer.stop()
-        decision_log.removeHandler(handler)
-        decision_log.setLevel(level)
+    _write_through_background_writer(Collect(), 500)
     assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(500)]
     # stopped: lines are written in the caller's thread again
     assert not logs._sink
@@ -151,22 +160,7 @@ def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
     stream = CountingStream()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    decision_log = logging.getLogger("extauthz.decision")
-    decision_log.addHandler(handler)
-    level, propagate = decision_log.level, decision_log.propagate
-    decision_log.setLevel(logging.INFO)
-    decision_log.propagate = False
-    _, decision = _decision("/api/v1/products/0")
-    writer = BackgroundWriter(interval_seconds=0.2)
-    try:
-        for number in range(300):
-            fields = (f"req-{number}", "GET", "h", "/p", "10.0.0.1")
-            DecisionLogger("all").write(fields, decision, 0.0)  # type: ignore[arg-type]
-    finally:
-        writer.stop()
-        decision_log.removeHandler(handler)
-        decision_log.setLevel(level)
-        decision_log.propagate = propagate
+    _write_through_background_writer(handler, 300, interval_seconds=0.2)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 300
     assert all(line.startswith("INFO extauthz.decision: {") for line in lines)
