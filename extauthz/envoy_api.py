@@ -63,24 +63,35 @@ def to_attributes(
     )
 
 
+# A remembered answer keeps its key: longer requests (a 60 KiB path or header a client can
+# send, each one new) are decided every time, so the memo holds at most 4096 keys of 8 KiB.
+MAX_KEY_CHARS = 8192
+
+
 def decision_key(
     attributes: attribute_context_pb2.AttributeContext, inputs: DecisionInputs, scope: int
 ) -> tuple[Any, ...] | None:
     """The values `inputs` names, raw as Envoy sent them in a CheckRequest's attributes,
-    prefixed with `scope`: two requests
-    with equal keys get equal decisions (see config/inputs.py). None when this request is
-    not to be remembered: preflights (CORS bypass reads more headers), raw header maps, and
-    requests where to_attributes would fall back to pseudo-headers."""
+    prefixed with `scope`: two requests with equal keys get equal decisions (see
+    config/inputs.py). None when this request is not to be remembered: preflights (CORS
+    bypass reads more headers), raw header maps, requests where to_attributes would fall
+    back to pseudo-headers, and keys longer than MAX_KEY_CHARS."""
     if not inputs.rememberable:
         return None
     http = attributes.request.http
-    method = http.method
+    method, path, host = http.method, http.path, http.host
     headers = http.headers
-    if method == "OPTIONS" or not method or not http.path or not http.host or not headers:
+    if method == "OPTIONS" or not method or not path or not host or not headers:
         return None
-    key = [scope, method, http.host, http.path]
+    key = [scope, method, host, path]
+    size = len(path) + len(host)
     for name in inputs.headers:
-        key.append(headers.get(name))
+        value = headers.get(name)
+        if value is not None:
+            size += len(value)
+        key.append(value)
+    if size > MAX_KEY_CHARS:
+        return None
     if inputs.source_ip:
         key.append(attributes.source.address.socket_address.address)
     if inputs.destination:

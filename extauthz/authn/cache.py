@@ -16,6 +16,8 @@ from extauthz.authn.outcomes import AcceptedOutcomes
 from extauthz.authn.status import JwtStatus
 
 DEFAULT_CACHE_SIZE = 10_000
+MAX_REJECTED = 1_000
+MAX_REJECTED_TOKEN_CHARS = 8192
 
 
 class VerifiedTokenCache:
@@ -23,6 +25,7 @@ class VerifiedTokenCache:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[KeySet, Jwt]] = OrderedDict()
         self._rejected: OrderedDict[str, tuple[KeySet, Jwt, JwtStatus]] = OrderedDict()
+        self._max_rejected = min(max_entries, MAX_REJECTED)
         # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
         # parsing, checking and building the result.
         self.outcomes = AcceptedOutcomes(max_entries)
@@ -54,9 +57,13 @@ class VerifiedTokenCache:
         return self._rejected.get(token)
 
     def put_rejected(self, token: str, keys: KeySet, jwt: Jwt, status: JwtStatus) -> None:
+        # Anyone can make tokens whose signature fails, as long as they like: only the
+        # usual sizes are kept, and fewer of them (at most 1,000 tokens of 8 KiB).
+        if len(token) > MAX_REJECTED_TOKEN_CHARS:
+            return
         self._rejected[token] = (keys, jwt, status)
         self._rejected.move_to_end(token)
-        while len(self._rejected) > self._max_entries:
+        while len(self._rejected) > self._max_rejected:
             self._rejected.popitem(last=False)
 
     def __len__(self) -> int:

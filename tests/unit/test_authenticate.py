@@ -270,3 +270,26 @@ def test_a_token_read_by_two_rules_is_parsed_once(monkeypatch: pytest.MonkeyPatc
     result = authenticate(bearer(TOKENS["good"]), two_rules, no_remote, NOW, VerifiedTokenCache())
     assert result.is_ok and result.issuer == ISSUER
     assert parsed == [TOKENS["good"]]
+
+
+def test_remembered_rejections_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone can mint tokens whose signature fails: a long one is not kept at all, and
+    only the last MAX_REJECTED are."""
+    from extauthz.authn.cache import MAX_REJECTED, MAX_REJECTED_TOKEN_CHARS
+
+    calls = _counting_verify(monkeypatch)
+    cache = VerifiedTokenCache()
+    long_token = OTHER.sign(
+        claims(padding="x" * MAX_REJECTED_TOKEN_CHARS), headers={"kid": KEY.jwk["kid"]}
+    )
+    for _ in range(2):
+        result = authenticate(bearer(long_token), PROVIDERS, no_remote, NOW, cache)
+        assert result.status is JwtStatus.JwtVerificationFail
+    assert calls == [long_token, long_token]
+    assert cache.rejected(long_token) is None
+    keys = parse_jwks(JWKS)
+    jwt = object()
+    for number in range(MAX_REJECTED + 5):
+        cache.put_rejected(f"t{number}", keys, jwt, JwtStatus.JwtVerificationFail)  # type: ignore[arg-type]
+    assert cache.rejected("t4") is None and cache.rejected("t5") is not None
+    assert cache.rejected(f"t{MAX_REJECTED + 4}") is not None

@@ -31,7 +31,7 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import Decision, Verdict, decide
 from extauthz.decision_memo import DecisionMemo
-from extauthz.envoy_api import build_response, decision_key, to_attributes
+from extauthz.envoy_api import MAX_KEY_CHARS, build_response, decision_key, to_attributes
 from extauthz.grpc_service import AuthorizationService
 from extauthz.logs import DecisionLogger
 from extauthz.metrics import _LATENCY_BUCKETS, Metrics, _LocalCheckCounts
@@ -360,6 +360,31 @@ def test_a_header_map_request_has_no_key() -> None:
     http.method, http.host, http.path = "GET", "a.example", "/"
     http.header_map.headers.add(key="x-foo", raw_value=b"yes")
     assert decision_key(request.attributes, DecisionInputs(headers=("x-foo",)), 1) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "header", "remembered"),
+    [
+        pytest.param("/" + "p" * (MAX_KEY_CHARS - 20), "x" * 10, True, id="just-under"),
+        pytest.param("/" + "p" * MAX_KEY_CHARS, "", False, id="long-path"),
+        pytest.param("/p", "x" * MAX_KEY_CHARS, False, id="long-header"),
+    ],
+)
+def test_long_requests_are_never_remembered(path: str, header: str, remembered: bool) -> None:
+    """A client can send a new 60 KiB path or header with every request: keys past
+    MAX_KEY_CHARS are not kept, so the memo's memory stays bounded."""
+    request = replace(Req(), host="h.example", path=path, headers=(("x-foo", header),))
+    key = decision_key(request.build().attributes, DecisionInputs(headers=("x-foo",)), 1)
+    assert (key is not None) is remembered
+
+
+def test_a_long_request_is_answered_but_not_remembered(tmp_path: Path) -> None:
+    served = serve(tmp_path, policy(_op("paths: [/p]"), action="DENY", name="deny-p"))
+    long_path = replace(BASE, path="/" + "q" * (MAX_KEY_CHARS + 1))
+    answers = served.check(long_path, long_path, BASE, BASE)
+    assert codes(answers) == [OK, OK, DENIED, DENIED]
+    assert [wire(a) for a in answers[:2]] == [wire(served.fresh(long_path.build()))] * 2
+    assert (served.service.memo.hits, len(served.service.memo)) == (1, 1)  # BASE only
 
 
 def test_the_key_holds_exactly_the_values_listed() -> None:
