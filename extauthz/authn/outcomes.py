@@ -19,6 +19,7 @@ from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import ProviderSet
 from extauthz.authn.result import AuthnResult, KeyLookup
 
+MAX_TOKENS_CHARS = 16_384  # the tokens of one remembered outcome, together
 TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
 
 
@@ -55,8 +56,12 @@ class AcceptedOutcomes:
         return outcome.result
 
     def put(self, providers: ProviderSet, tokens: TokensKey, result: AuthnResult) -> None:
-        """Remember an accepted `result`, which carries its Validity."""
+        """Remember an accepted `result`, which carries its Validity. Not when the tokens
+        are long: one valid token lets a request pass with other, invalid tokens beside it
+        (Envoy's allow_missing), and those a client can make as long and as new as it likes."""
         assert result.validity is not None
+        if sum(len(token) for row in tokens for _, token in row) > MAX_TOKENS_CHARS:
+            return
         key = (id(providers), tokens)
         self._entries[key] = _Outcome(providers, result)
         self._entries.move_to_end(key)

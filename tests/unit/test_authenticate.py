@@ -293,3 +293,19 @@ def test_remembered_rejections_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         cache.put_rejected(f"t{number}", keys, jwt, JwtStatus.JwtVerificationFail)  # type: ignore[arg-type]
     assert cache.rejected("t4") is None and cache.rejected("t5") is not None
     assert cache.rejected(f"t{MAX_REJECTED + 4}") is not None
+
+
+def test_outcomes_of_long_tokens_are_not_remembered() -> None:
+    from extauthz.authn.extract import DEFAULT_LOCATIONS
+    from extauthz.authn.outcomes import MAX_TOKENS_CHARS, AcceptedOutcomes
+    from extauthz.authn.result import ALWAYS, AuthnResult
+
+    outcomes = AcceptedOutcomes()
+    result = AuthnResult(JwtStatus.Ok, principal="i/s", validity=ALWAYS)
+    header, param = DEFAULT_LOCATIONS
+    short = ((header, "a.b.c"), (param, "x" * 100))
+    long = ((header, "a.b.c"), (param, "x" * MAX_TOKENS_CHARS))  # a valid token + junk
+    for tokens in (short, long):
+        outcomes.put(PROVIDERS, (tokens,), result)
+    assert outcomes.get(PROVIDERS, (short,), NOW, no_remote) is result
+    assert outcomes.get(PROVIDERS, (long,), NOW, no_remote) is None
