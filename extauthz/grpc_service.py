@@ -24,6 +24,8 @@ from extauthz.metrics import Metrics, policy_matches
 
 log = logging.getLogger(__name__)
 
+# Workloads named by context_extensions whose snapshot is found without parsing labels.
+_MAX_ROUTE_WORKLOADS = 1024
 # Built once: the answer when even building an answer failed.
 _LAST_RESORT = to_response(internal_error("response could not be built"))
 
@@ -49,8 +51,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._counts = metrics.checks
         self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
         self._generation: Generation | None = None  # what the memo and the snapshot are of
-        # Set with _generation, before any use: the CLI's workload's snapshot of it.
+        # Set with _generation, before any use: the CLI's workload's snapshot of it, and
+        # the snapshots of workloads Envoy named, by their raw (namespace, labels) values.
         self._default_snapshot: Snapshot
+        self._route_snapshots: dict[tuple[str | None, str | None], Snapshot] = {}
 
     def _snapshot_for(self, extensions: Mapping[str, str]) -> Snapshot:
         """The workload Envoy names per route or listener with the context_extensions
@@ -71,12 +75,19 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             generation = self._store.generation
             if generation is not self._generation:
                 self.memo.clear()  # drop the old generation's answers (and let it go)
+                self._route_snapshots.clear()
                 self._generation = generation
                 self._default_snapshot = self._store.current
             attributes = request.attributes
             extensions = attributes.context_extensions
             if extensions and ("namespace" in extensions or "labels" in extensions):
-                snapshot = self._snapshot_for(extensions)
+                route = (extensions.get("namespace"), extensions.get("labels"))
+                found = self._route_snapshots.get(route)
+                if found is None:
+                    if len(self._route_snapshots) >= _MAX_ROUTE_WORKLOADS:
+                        self._route_snapshots.clear()
+                    found = self._route_snapshots[route] = self._snapshot_for(extensions)
+                snapshot = found
             else:
                 snapshot = self._default_snapshot
             now = int(time.time())

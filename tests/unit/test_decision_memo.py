@@ -870,6 +870,23 @@ def test_each_workload_gets_its_own_answer(tmp_path: Path) -> None:
     assert codes(served.check(other_path)) == [OK]
 
 
+def test_route_workloads_follow_their_raw_values_and_the_generation(tmp_path: Path) -> None:
+    """Workloads named by context_extensions are looked up once per generation by their raw
+    values: `labels` present but empty (no labels) is not `labels` absent (the CLI's)."""
+    served = serve(tmp_path, PER_ROUTE)
+    empty_labels = replace(BASE, path="/a", extensions=(("namespace", "foo"), ("labels", "")))
+    no_labels = replace(BASE, path="/a", extensions=(("namespace", "foo"),))
+    answers = served.check(empty_labels, no_labels, empty_labels, no_labels)
+    # no labels: no policy selects it, all allowed; the CLI's app=httpbin allows /none only
+    assert codes(answers) == [OK, DENIED, OK, DENIED]
+    malformed = replace(BASE, extensions=(("labels", "app"),))
+    assert codes(served.check(malformed, malformed)) == [DENIED, DENIED]  # fail closed, twice
+    for_a = replace(BASE, path="/b", extensions=(("labels", "app=a"),))
+    assert codes(served.check(for_a)) == [DENIED]  # a's policy allows /a only
+    served.reload(PER_ROUTE.replace("paths: [/a]", "paths: [/b]"))
+    assert codes(served.check(for_a)) == [OK]  # the new generation's policy for app=a
+
+
 # --- 8. remembered answers still count and log -------------------------------------------
 
 
