@@ -22,11 +22,19 @@ from extauthz.authn.jwks_fetcher import (
     DEFAULT_REFRESH_SECONDS,
     JwksFetcher,
 )
+from extauthz.config.changes import changes
 from extauthz.config.compile import Generation
+from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
 from extauthz.config.store import ConfigStore
 from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
+from extauthz.connections import (
+    ConnectionLimits,
+    GuardedSite,
+    admin_runner_options,
+    grpc_server_options,
+)
 from extauthz.grpc_service import AuthorizationService
 from extauthz.logs import BackgroundWriter, DecisionLogger
 from extauthz.metrics import Metrics
@@ -51,6 +59,8 @@ class Settings:
     reuse_port: bool = False  # set for --workers: several processes share the ports
     decision_log: DecisionLogger = field(default_factory=DecisionLogger)
     drain_seconds: float = 5.0
+    config_limits: ConfigLimits = field(default_factory=ConfigLimits)
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -65,7 +75,12 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.store = ConfigStore(settings.config_paths, settings.workload, settings.root_namespace)
+        self.store = ConfigStore(
+            settings.config_paths,
+            settings.workload,
+            settings.root_namespace,
+            settings.config_limits,
+        )
         self.keys = KeyStore(settings.jwks_max_stale_seconds)
         self.metrics.watch_keys(self.keys)
         self.fetcher = JwksFetcher(
@@ -75,12 +90,15 @@ class Service:
             refetch_min_seconds=settings.jwks_refetch_min_seconds,
             ca_file=settings.jwks_ca_file,
             on_refetch=lambda uri: self.metrics.jwks_refetches.labels(uri).inc(),
+            max_keys=settings.config_limits.max_jwks_keys,
+            strict_keys=settings.config_limits.strict_keys,
         )
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._is_serving = False
         self._reload_lock = asyncio.Lock()
+        self._reload_again = False  # a reload was asked for while one ran
         self._log_writer: BackgroundWriter | None = None
         self.watcher = ConfigWatcher(
             settings.config_paths, self.reload, settings.watch_interval_seconds
@@ -92,40 +110,84 @@ class Service:
         """The first load, at start-up (a bad configuration is fatal there)."""
         try:
             generation = self.store.build()
-        except ConfigError:
+        except ConfigError as exc:
             self.metrics.config_reloads.labels("error").inc()
+            self.store.reject(str(exc))
             raise
+        assert generation is not None  # nothing serves yet, so nothing equals it
         self._serve_generation(generation)
 
     def _serve_generation(self, generation: Generation) -> None:
+        previous = self.store.generation.config if self.store.is_loaded else None
         self.store.swap(generation)
         snapshot = self.store.current
-        self.metrics.config_reloads.labels("ok").inc()
-        self.metrics.config_last_reload_ok.set(1)
+        self._reload_succeeded()
         self.metrics.config_generation.set(snapshot.generation)
         log.info(
-            "configuration generation %d for workload %s: %s",
+            "configuration generation %d applied (%s); for workload %s: %s",
             snapshot.generation,
+            changes(previous, generation.config),
             snapshot.workload,
             ", ".join(snapshot.applied) or "no resource applies",
         )
 
+    def _reload_succeeded(self) -> None:
+        self.metrics.config_reloads.labels("ok").inc()
+        self.metrics.config_last_reload_ok.set(1)
+
+    def _rejected(self, error: str) -> None:
+        self.metrics.config_reloads.labels("error").inc()
+        self.metrics.config_last_reload_ok.set(0)
+        serving = self.store.generation.number if self.store.is_loaded else "none"
+        if self.store.reject(error):
+            log.error("configuration rejected, still serving generation %s: %s", serving, error)
+        else:
+            log.debug("configuration still rejected (unchanged): %s", error)
+
     async def reload(self) -> None:
         """Build the next generation off the event loop, then swap it in. A rejected
-        configuration is logged and counted; the last good one keeps serving."""
+        configuration is logged once and counted; the last good one keeps serving.
+
+        Requests that arrive while a reload runs (SIGHUP and the watcher, say) become one
+        more reload after it, not one each. A reload never holds the lock past the load
+        timeout: a build still running then is abandoned (its result is dropped)."""
+        if self._reload_lock.locked():
+            self._reload_again = True
+            return
         async with self._reload_lock:
-            try:
-                generation = await asyncio.to_thread(self.store.build)
-            except ConfigError as exc:
-                self.metrics.config_reloads.labels("error").inc()
-                self.metrics.config_last_reload_ok.set(0)
-                serving = self.store.generation.number if self.store.is_loaded else "none"
-                log.error("configuration rejected, still serving generation %s: %s", serving, exc)
-                return
-            # Keys for new URIs are fetched before the swap, so no Check meets a rule whose
-            # keys were never asked for.
-            await self.fetcher.track(generation.jwks_sources)
-            self._serve_generation(generation)
+            self._reload_again = True
+            while self._reload_again:
+                self._reload_again = False
+                try:
+                    await self._reload_once()
+                except Exception as exc:  # a failed reload is one line, never a traceback
+                    log.debug("reload failed", exc_info=True)
+                    self._rejected(f"reload failed: {type(exc).__name__}: {exc}")
+
+    async def _reload_once(self) -> None:
+        timeout = self.store.limits.load_timeout_seconds
+        try:
+            # The build checks the same deadline itself; this one frees the lock regardless.
+            generation = await asyncio.wait_for(asyncio.to_thread(self.store.build), timeout + 1)
+        except ConfigError as exc:
+            self._rejected(str(exc))
+            return
+        except TimeoutError:
+            self._rejected(f"loading took longer than {timeout:g}s (--config-load-timeout)")
+            return
+        if generation is None:
+            serving = self.store.generation.number
+            if self.store.last_error:
+                log.info("configuration files hold generation %d again; error cleared", serving)
+                self.store.clear_error()
+                self._reload_succeeded()
+            else:
+                log.info("configuration files unchanged; still serving generation %d", serving)
+            return
+        # Keys for new URIs are fetched before the swap, so no Check meets a rule whose
+        # keys were never asked for.
+        await self.fetcher.track(generation.jwks_sources)
+        self._serve_generation(generation)
 
     async def start(self) -> None:
         if self.settings.decision_log.mode != "none" and self._log_writer is None:
@@ -134,7 +196,12 @@ class Service:
         self.load_config()  # at start-up a bad configuration is fatal (ConfigError)
         await self.fetcher.track(self.store.generation.jwks_sources)
 
-        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.settings.reuse_port))])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", int(self.settings.reuse_port)),
+                *grpc_server_options(self.settings.connection_limits),
+            ]
+        )
         authorization = AuthorizationService(
             self.store,
             self.keys,
@@ -158,13 +225,20 @@ class Service:
         runner = web.AppRunner(
             build_admin_app(self.store, self.keys, self.metrics, lambda: self._is_serving),
             access_log=None,
+            **admin_runner_options(self.settings.connection_limits),
         )
         await runner.setup()
         http_host, http_port = split_addr(self.settings.http_addr)
-        site = web.TCPSite(runner, http_host, http_port, reuse_port=self.settings.reuse_port)
+        site = GuardedSite(
+            runner,
+            http_host,
+            http_port,
+            self.settings.connection_limits,
+            reuse_port=self.settings.reuse_port,
+        )
         await site.start()
         self._http = runner
-        self.http_port = _bound_port(site, http_port)
+        self.http_port = site.port
 
         self._is_serving = True
         if self.settings.watch_interval_seconds > 0:
@@ -200,12 +274,6 @@ class Service:
         await stop.wait()
         log.info("stopping")
         await self.stop()
-
-
-def _bound_port(site: web.TCPSite, requested: int) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here
-    sockets = getattr(server, "sockets", None)
-    return int(sockets[0].getsockname()[1]) if sockets else requested
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -14,7 +14,9 @@ from extauthz import __version__
 from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
 from extauthz.commands import Handler, add_commands
+from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
+from extauthz.connections import ConnectionLimits
 from extauthz.logs import MODES
 
 SERVE_EXAMPLES = """
@@ -40,7 +42,122 @@ def _add_workload_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_config_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """What a configuration may hold (config/limits.py), for `serve` and `validate` alike."""
+    defaults = ConfigLimits()
+    parser.add_argument(
+        "--allow-empty-config",
+        action="store_true",
+        help="accept a configuration without any RequestAuthentication or AuthorizationPolicy "
+        "(it allows every request); without it, such a configuration is an error",
+    )
+    parser.add_argument(
+        "--strict-keys",
+        action="store_true",
+        help="refuse weak keys (RSA under 2048 bits, HMAC secrets shorter than their hash) "
+        "instead of warning about them",
+    )
+    parser.add_argument(
+        "--max-config-bytes",
+        type=int,
+        default=defaults.max_bytes,
+        metavar="BYTES",
+        help=f"size of all configuration files together (default {defaults.max_bytes})",
+    )
+    parser.add_argument(
+        "--max-config-documents",
+        type=int,
+        default=defaults.max_documents,
+        metavar="N",
+        help=f"YAML documents in all files together (default {defaults.max_documents})",
+    )
+    parser.add_argument(
+        "--max-config-depth",
+        type=int,
+        default=defaults.max_depth,
+        metavar="N",
+        help=f"nesting of YAML collections (default {defaults.max_depth})",
+    )
+    parser.add_argument(
+        "--max-jwks-keys",
+        type=int,
+        default=defaults.max_jwks_keys,
+        metavar="N",
+        help=f"keys in one key set, inline or fetched (default {defaults.max_jwks_keys})",
+    )
+    parser.add_argument(
+        "--config-load-timeout",
+        type=float,
+        default=defaults.load_timeout_seconds,
+        metavar="SECONDS",
+        help="reading, parsing and compiling the configuration; a reload that takes longer "
+        f"is rejected (default {defaults.load_timeout_seconds:g})",
+    )
+
+
+def config_limits(args: argparse.Namespace) -> ConfigLimits:
+    return ConfigLimits(
+        max_bytes=args.max_config_bytes,
+        max_documents=args.max_config_documents,
+        max_depth=args.max_config_depth,
+        max_jwks_keys=args.max_jwks_keys,
+        strict_keys=args.strict_keys,
+        allow_empty=args.allow_empty_config,
+        load_timeout_seconds=args.config_load_timeout,
+    )
+
+
+def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """Bounds on connections to both ports (connections.py); each flag is a field there."""
+    defaults = ConnectionLimits()
+    for flag, kind, metavar, default, bounds in (
+        ("--grpc-max-connections", int, "N", defaults.grpc_max_connections,
+         "gRPC connections held at once, handshakes included; more are closed at once (0: no cap)"),
+        ("--grpc-max-connection-idle", float, "SECONDS", defaults.grpc_max_connection_idle_seconds,
+         "close a gRPC connection without RPCs for this long with GOAWAY; Envoy reconnects "
+         "(0: never)"),
+        ("--grpc-keepalive-time", float, "SECONDS", defaults.grpc_keepalive_time_seconds,
+         "ping a gRPC connection quiet for this long"),
+        ("--grpc-keepalive-timeout", float, "SECONDS", defaults.grpc_keepalive_timeout_seconds,
+         "close a gRPC connection that leaves a ping unanswered this long"),
+        ("--grpc-handshake-timeout", float, "SECONDS", defaults.grpc_handshake_timeout_seconds,
+         "close a gRPC connection that has not sent its HTTP/2 preface and SETTINGS by then"),
+        ("--grpc-min-client-ping-interval", float, "SECONDS",
+         defaults.grpc_min_client_ping_interval_seconds,
+         "accept client keepalive pings (Envoy's connection_keepalive) this often; more "
+         "often earns GOAWAY too_many_pings"),
+        ("--admin-header-timeout", float, "SECONDS", defaults.admin_header_timeout_seconds,
+         "close an admin connection without a complete request head this long after connecting "
+         "or after its last response (idle keep-alive included); also bounds draining a body"),
+        ("--admin-max-connections", int, "N", defaults.admin_max_connections,
+         "admin connections held at once; a new one replaces the oldest that has not sent a "
+         "request head, else it is closed at once (0: no cap)"),
+    ):  # fmt: skip
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{bounds} (default {default:g})",
+        )
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """Raises ValueError for a negative limit, or a zero one that may not be off."""
+    return ConnectionLimits(
+        grpc_max_connections=args.grpc_max_connections,
+        grpc_max_connection_idle_seconds=args.grpc_max_connection_idle,
+        grpc_keepalive_time_seconds=args.grpc_keepalive_time,
+        grpc_keepalive_timeout_seconds=args.grpc_keepalive_timeout,
+        grpc_handshake_timeout_seconds=args.grpc_handshake_timeout,
+        grpc_min_client_ping_interval_seconds=args.grpc_min_client_ping_interval,
+        admin_header_timeout_seconds=args.admin_header_timeout,
+        admin_max_connections=args.admin_max_connections,
+    )
+
+
 ENV_PREFIX = "EXTAUTHZ_"
+_TRUE = ("1", "true", "yes", "on")
 
 
 def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +173,8 @@ def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
         if action.dest == "config":
             action.default = [part for part in value.split(",") if part]
             action.required = False
+        elif isinstance(action, argparse._StoreTrueAction):
+            action.default = value.strip().lower() in _TRUE
         else:
             action.default = action.type(value) if callable(action.type) else value
 
@@ -158,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
         help="Envoy's xff_num_trusted_hops: which x-forwarded-for entry is remote.ip (default 0)",
     )
     _add_workload_flags(serve)
+    _add_config_limit_flags(serve)
+    _add_connection_limit_flags(serve)
     _defaults_from_environment(serve)
 
     validate = commands.add_parser("validate", help="check Istio YAML the way `serve` loads it")
@@ -166,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
         "--namespace", default="default", help="namespace for resources that name none"
     )
     validate.add_argument("--root-namespace", default="istio-system", help="Istio's root namespace")
+    _add_config_limit_flags(validate)
 
     demo = commands.add_parser(
         "demo", help="run Envoy + extauthz + upstreams on loopback and show Istio's sample matrix"
@@ -184,6 +306,7 @@ def _serve(args: argparse.Namespace) -> int:
         split_addr(args.grpc_addr)
         split_addr(args.http_addr)
         workload = Workload(args.namespace, parse_labels(args.labels))
+        limits = connection_limits(args)
     except ValueError as exc:
         print(f"extauthz: {exc}", file=sys.stderr)
         return 2
@@ -200,6 +323,8 @@ def _serve(args: argparse.Namespace) -> int:
         xff_num_trusted_hops=args.xff_num_trusted_hops,
         watch_interval_seconds=args.watch_interval,
         reuse_port="PROMETHEUS_MULTIPROC_DIR" in os.environ or args.workers > 1,
+        config_limits=config_limits(args),
+        connection_limits=limits,
         decision_log=DecisionLogger(
             args.decision_log,
             args.decision_log_sample,
@@ -227,7 +352,7 @@ def _validate(args: argparse.Namespace) -> int:
     from extauthz.config.parse import load_config
 
     try:
-        config = load_config(args.paths, default_namespace=args.namespace)
+        config = load_config(args.paths, args.namespace, config_limits(args))
         compile_generation(config, args.root_namespace)
     except ConfigError as exc:
         line = locate(exc)

@@ -97,4 +97,10 @@ def internal_error(reason: str, generation: int = 0) -> Decision:
     )  # fmt: skip
 
 
+def refused(reason: str) -> Decision:
+    """A request refused before any policy ran (e.g. it names no usable workload): a
+    denial with Envoy's RBAC body, whose reason says why."""
+    return Decision(Verdict.DENY, 403, reason, _NO_IDENTITY, body=RBAC_DENIED_BODY)
+
+
 _NO_IDENTITY = AuthnResult(JwtStatus.Ok)  # no validity: an internal error is never remembered

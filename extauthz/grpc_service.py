@@ -16,7 +16,7 @@ from extauthz.authn.jwks import KeyStore
 from extauthz.config.compile import Generation, Snapshot
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
-from extauthz.decision import Decision, decide, internal_error
+from extauthz.decision import Decision, decide, internal_error, refused
 from extauthz.decision_memo import DecisionMemo
 from extauthz.envoy_api import decision_key, log_fields, to_attributes, to_response
 from extauthz.logs import DecisionLogger, request_fields
@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 # Workloads named by context_extensions whose snapshot is found without parsing labels.
 _MAX_ROUTE_WORKLOADS = 1024
+# A `namespace` or `labels` context extension longer than this is refused (403): they name
+# a workload (Kubernetes keeps a namespace to 63 characters and a pod's labels to a few
+# hundred), and both are cache keys, so the route cache holds at most
+# _MAX_ROUTE_WORKLOADS x 2 x this many characters.
+MAX_CONTEXT_EXTENSION_CHARS = 4096
 # Built once: the answer when even building an answer failed.
 _LAST_RESORT = to_response(internal_error("response could not be built"))
 
@@ -56,13 +61,25 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._default_snapshot: Snapshot
         self._route_snapshots: dict[tuple[str | None, str | None], Snapshot] = {}
 
-    def _snapshot_for(self, extensions: Mapping[str, str]) -> Snapshot:
+    def _snapshot_for(self, extensions: Mapping[str, str]) -> Snapshot | str:
         """The workload Envoy names per route or listener with the context_extensions
-        `namespace` and `labels` (one extauthz, several workloads); the CLI's by default."""
+        `namespace` and `labels` (one extauthz, several workloads); the CLI's by default.
+        A value that cannot name a workload is the reason to refuse the request instead."""
+        for name in ("namespace", "labels"):
+            size = len(extensions.get(name, ""))
+            if size > MAX_CONTEXT_EXTENSION_CHARS:
+                return (
+                    f"context_extensions {name} is {size} characters long, over the limit "
+                    f"of {MAX_CONTEXT_EXTENSION_CHARS}"
+                )
         default = self._store.workload
+        try:
+            labels = parse_labels(extensions["labels"]) if "labels" in extensions else None
+        except ValueError as exc:
+            return f"context_extensions labels: {exc}"
         workload = Workload(
             extensions.get("namespace") or default.namespace,
-            parse_labels(extensions["labels"]) if "labels" in extensions else default.labels,
+            default.labels if labels is None else labels,
         )
         return self._store.generation.snapshot_for(workload)
 
@@ -84,9 +101,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                 route = (extensions.get("namespace"), extensions.get("labels"))
                 found = self._route_snapshots.get(route)
                 if found is None:
+                    chosen = self._snapshot_for(extensions)
+                    if isinstance(chosen, str):
+                        return self._refuse(chosen, attributes, started)
                     if len(self._route_snapshots) >= _MAX_ROUTE_WORKLOADS:
                         self._route_snapshots.clear()
-                    found = self._route_snapshots[route] = self._snapshot_for(extensions)
+                    found = self._route_snapshots[route] = chosen
                 snapshot = found
             else:
                 snapshot = self._default_snapshot
@@ -114,6 +134,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             fields = request_fields(attrs) if attrs is not None else log_fields(attributes)
             self._decision_log.write(fields, answer.decision, elapsed)
         return answer.response
+
+    def _refuse(
+        self, reason: str, attributes: Any, started: float
+    ) -> external_auth_pb2.CheckResponse:
+        """A request that names no usable workload: a counted, logged 403 (never remembered)."""
+        decision = refused(reason)
+        elapsed = time.perf_counter() - started
+        self._counts.record(decision.verdict.value, elapsed)
+        if self._decision_log.wants(decision):
+            self._decision_log.write(log_fields(attributes), decision, elapsed)
+        return to_response(decision)
 
     async def _decide(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> _Answer:
         decision = decide(attrs, snapshot, self._keys.keys, now, self._cache)

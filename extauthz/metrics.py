@@ -50,7 +50,7 @@ class Metrics:
         )
         self.jwks_fetches = Counter(
             "extauthz_jwks_fetches",
-            "JWKS fetches by URI and result (ok, http_error, timeout, invalid).",
+            "JWKS fetches by URI and result (ok, http_error, timeout, invalid, too_many_keys).",
             ["uri", "result"],
             registry=self.registry,
         )

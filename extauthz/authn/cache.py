@@ -18,6 +18,10 @@ from extauthz.authn.status import JwtStatus
 DEFAULT_CACHE_SIZE = 10_000
 MAX_REJECTED = 1_000
 MAX_REJECTED_TOKEN_CHARS = 8192
+# Verified tokens longer than this are verified each time rather than kept: the cache then
+# holds at most DEFAULT_CACHE_SIZE x 16 KiB of tokens, however large the tokens an IdP signs
+# (and a token may be up to 64 KiB).
+MAX_CACHED_TOKEN_CHARS = 16_384
 
 
 class VerifiedTokenCache:
@@ -47,6 +51,8 @@ class VerifiedTokenCache:
         return entry
 
     def put(self, token: str, keys: KeySet, jwt: Jwt) -> None:
+        if len(token) > MAX_CACHED_TOKEN_CHARS:
+            return
         self._entries[token] = (keys, jwt)
         self._entries.move_to_end(token)
         while len(self._entries) > self._max_entries:

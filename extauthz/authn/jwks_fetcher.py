@@ -9,6 +9,8 @@
   flight or starts one, at most once per `refetch_min_seconds` per URI, and waits at most the
   rule's timeout.
 - A rule without jwks/jwksUri gets its keys via `<issuer>/.well-known/openid-configuration`.
+- A document with more than `max_keys` keys is refused (`too_many_keys`) before any key is
+  parsed; weak keys are kept and logged, or skipped with `strict_keys`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 import aiohttp
 
 from extauthz.authn.jwks import KeyStore
-from extauthz.authn.keys import JwksError, KeySet, parse_jwks
+from extauthz.authn.keys import DEFAULT_MAX_KEYS, JwksError, KeySet, TooManyKeysError, parse_jwks
 from extauthz.authn.providers import JwksSource
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,31 @@ ResultCallback = Callable[[str, str], None]
 class FetchError(Exception):
     def __init__(self, result: str, detail: str) -> None:
         super().__init__(detail)
-        self.result = result  # a metric label: http_error, timeout, invalid
+        self.result = result  # a metric label: http_error, timeout, invalid, too_many_keys
         self.detail = detail
+
+
+def _readable(exc: aiohttp.ClientError, url: str) -> str:
+    """What went wrong fetching `url`, for a log line and the admin page: several of
+    aiohttp's exceptions print as an empty status line or as a bare URL."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return f"too many redirects (more than {MAX_REDIRECTS}) fetching {url}"
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):  # str() is the URL alone
+        return f"redirected to {exc}, which is not an http(s) URL, fetching {url}"
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return f"{exc} is not an http(s) URL"
+    if isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
+        return f"redirected to an invalid URL {str(exc.url)!r} fetching {url}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"invalid URL {str(exc.url)!r}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"the server closed the connection without an answer fetching {url}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the response body was cut short fetching {url}"
+    if isinstance(exc, aiohttp.ClientResponseError):  # e.g. a status line that is not HTTP
+        message = " ".join(str(exc.message).split())
+        return f"invalid HTTP response from {url}: {message or exc.status}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} fetching {url}"
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -71,8 +96,12 @@ class JwksFetcher:
         refetch_min_seconds: float = DEFAULT_REFETCH_MIN_SECONDS,
         ca_file: str | None = None,
         on_refetch: Callable[[str], None] | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        strict_keys: bool = False,
     ) -> None:
         self._store = store
+        self._max_keys = max_keys
+        self._strict_keys = strict_keys
         self._refresh_seconds = refresh_seconds
         self._refetch_min_seconds = refetch_min_seconds
         self._on_result = on_result or (lambda uri, result: None)
@@ -94,6 +123,14 @@ class JwksFetcher:
     async def _get(self, url: str, timeout: float) -> tuple[bytes, float | None]:
         """The body (size-limited) and the max-age the server asked for."""
         self.requests_sent += 1
+        try:
+            return await self._read(url, timeout)
+        except TimeoutError:  # (aiohttp's ServerTimeoutError is a ClientError too)
+            raise
+        except aiohttp.ClientError as exc:
+            raise FetchError("http_error", _readable(exc, url)) from exc
+
+    async def _read(self, url: str, timeout: float) -> tuple[bytes, float | None]:
         async with self._client().get(
             url, timeout=aiohttp.ClientTimeout(total=timeout), max_redirects=MAX_REDIRECTS
         ) as response:
@@ -122,7 +159,9 @@ class JwksFetcher:
                 raise FetchError("invalid", f"jwks_uri in {source.uri} is not an http(s) URL")
         raw, max_age = await self._get(jwks_uri, source.timeout_seconds)
         try:
-            keys = parse_jwks(raw.decode("utf-8", "replace"))
+            keys = parse_jwks(raw.decode("utf-8", "replace"), self._max_keys, self._strict_keys)
+        except TooManyKeysError as exc:
+            raise FetchError("too_many_keys", str(exc)) from exc
         except JwksError as exc:
             raise FetchError("invalid", str(exc)) from exc
         return keys, jwks_uri, max_age
@@ -138,20 +177,31 @@ class JwksFetcher:
         except TimeoutError:
             self._failed(uri, "timeout", f"no answer within {source.timeout_seconds:g}s")
             return None
-        except aiohttp.ClientError as exc:
-            self._failed(uri, "http_error", f"{type(exc).__name__}: {exc}")
+        except aiohttp.ClientError as exc:  # (_get describes those it sees)
+            self._failed(uri, "http_error", _readable(exc, uri))
             return None
         except ValueError as exc:  # e.g. an invalid URL
             self._failed(uri, "http_error", str(exc))
             return None
+        previous = self._store.state(uri).keys
         self._store.record_success(uri, keys, time.time(), jwks_uri)
         self._on_result(uri, "ok")
-        for reason in keys.skipped:
-            log.warning("JWKS %s: skipped a key: %s", uri, reason)
+        self._warn_about(uri, keys, previous)
         log.info("fetched JWKS %s: %d keys", jwks_uri, len(keys))
         if max_age is None:
             return _jittered(self._refresh_seconds)
         return _jittered(max(MIN_REFRESH_SECONDS, min(max_age, self._refresh_seconds)))
+
+    def _warn_about(self, uri: str, keys: KeySet, previous: KeySet | None) -> None:
+        """Skipped and weak keys, once per change: a refresh every 20 minutes that finds the
+        same keys does not repeat them."""
+        before = (previous.skipped, previous.weak_keys) if previous else None
+        if before == (keys.skipped, keys.weak_keys):
+            return
+        for reason in keys.skipped:
+            log.warning("JWKS %s: skipped a key: %s", uri, reason)
+        for weakness in keys.weak_keys:
+            log.warning("JWKS %s: weak key kept (--strict-keys drops it): %s", uri, weakness)
 
     def _failed(self, uri: str, result: str, detail: str) -> None:
         self._store.record_failure(uri, f"{result}: {detail}")

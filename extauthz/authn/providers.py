@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from extauthz.authn.extract import Location, rule_locations
-from extauthz.authn.keys import KeySet, parse_jwks
+from extauthz.authn.keys import JwksError, KeySet
 from extauthz.authn.result import ALWAYS, ANONYMOUS, AuthnResult
 from extauthz.authn.status import JwtStatus
 from extauthz.config.resources import ClaimToHeader, RequestAuthentication
@@ -80,8 +80,11 @@ def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
     providers = []
     for index, rule in enumerate(authn.jwt_rules):
         # Inline `jwks` wins over `jwksUri`, as in Istio; with neither, Istio finds the
-        # keys through the issuer's OpenID Connect discovery document.
-        inline = parse_jwks(rule.jwks) if rule.jwks else None
+        # keys through the issuer's OpenID Connect discovery document. Inline keys were
+        # parsed when the resource was read (within the configuration's limits).
+        inline = rule.keys if rule.jwks else None
+        if rule.jwks and inline is None:
+            raise JwksError(f"{authn.meta.ref} jwtRules[{index}]: inline jwks was not parsed")
         discovery = inline is None and not rule.jwks_uri
         uri = "" if inline else rule.jwks_uri or rule.issuer.rstrip("/") + OIDC_DISCOVERY_PATH
         providers.append(

@@ -31,6 +31,8 @@ def verify_signature(jwt: Jwt, keys: KeySet) -> JwtStatus:
     a kid and they differ, or the key names an alg other than the token's. Unlike Envoy, a key
     is only tried with algorithms of its own type, so an HS256 token is never checked against
     an RSA or EC key (the algorithm-confusion attack), nor an RS256 token against an HMAC key.
+    The key set's index finds those keys without looking at the others: a token costs one
+    check per key that could verify it, however many keys the set has besides.
     """
     algorithm = _ALGORITHMS.get(jwt.alg)
     if algorithm is None:
@@ -39,17 +41,13 @@ def verify_signature(jwt: Jwt, keys: KeySet) -> JwtStatus:
         # RFC 7515: a recipient must reject a token whose `crit` extensions it does not
         # understand, and we understand none. (Envoy ignores `crit`; we refuse to.)
         return JwtStatus.JwtVerificationFail
-    kid_alg_matched = False
-    for jwk in keys.keys:
-        if jwt.kid and jwk.kid and jwk.kid != jwt.kid:
-            continue
-        if jwk.alg and jwk.alg != jwt.alg:
-            continue
-        kid_alg_matched = True
-        if not jwk.can_verify(jwt.alg):
-            continue
+    for jwk in keys.candidates(jwt.alg, jwt.kid):
         if jwk.kty == "OKP" and len(jwt.signature) != _ED25519_SIGNATURE_LENGTH:
             return JwtStatus.JwtEd25519SignatureWrongLength
         if _signature_is_valid(algorithm, jwt, jwk.key):
             return JwtStatus.Ok
-    return JwtStatus.JwtVerificationFail if kid_alg_matched else JwtStatus.JwksKidAlgMismatch
+    # A key whose kid and alg fit but whose type cannot verify the alg still makes this a
+    # failed verification rather than a kid/alg mismatch, as in jwt_verify_lib's loop.
+    if keys.has_kid_alg_match(jwt.alg, jwt.kid):
+        return JwtStatus.JwtVerificationFail
+    return JwtStatus.JwksKidAlgMismatch

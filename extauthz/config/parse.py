@@ -7,15 +7,17 @@ because a silently ignored field could widen access.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-import yaml
-
-from extauthz.authn.keys import JwksError, parse_jwks
+from extauthz.authn.keys import JwksError, KeySet, parse_jwks
+from extauthz.config.documents import Budget, ConfigError, config_files, read_documents, read_file
+from extauthz.config.limits import ConfigLimits
 from extauthz.config.resources import (
     AuthorizationPolicy,
     ClaimToHeader,
@@ -33,7 +35,13 @@ from extauthz.config.resources import (
     TargetRef,
 )
 
+__all__ = ["ConfigError", "config_files", "load_config", "parse_documents"]
+
+API_GROUP = "security.istio.io"
 API_VERSIONS = frozenset({"security.istio.io/v1", "security.istio.io/v1beta1"})
+# Kinds of Istio's security group that extauthz knows and does not enforce: skipped with a
+# warning. Any other kind in the group is an error (a typo must not drop a policy).
+_OTHER_SECURITY_KINDS = frozenset({"PeerAuthentication"})
 ACTIONS = frozenset({"ALLOW", "DENY", "AUDIT", "CUSTOM"})
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|s|m))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|s|m)")
@@ -42,16 +50,6 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$")
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration the service refuses to load; str() is one line for humans. Where it
-    is known, the place: file, 1-based YAML document and field path (for `locate`)."""
-
-    def __init__(self, message: str, origin: Origin | None = None, field_path: str = "") -> None:
-        super().__init__(message)
-        self.origin = origin
-        self.field_path = field_path
 
 
 class _Where:
@@ -199,11 +197,6 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
     if jwks_uri and not _HTTP_URL.match(jwks_uri):
         raise where.at("jwksUri").error(f"{jwks_uri!r} is not an http(s) URL")
     jwks = _string(spec.get("jwks"), where.at("jwks"))
-    if jwks:
-        try:
-            parse_jwks(jwks)
-        except JwksError as exc:
-            raise where.at("jwks").error(str(exc)) from exc
     forward = spec.get("forwardOriginalToken", False)
     if not isinstance(forward, bool):
         raise where.at("forwardOriginalToken").error("must be true or false")
@@ -286,23 +279,50 @@ def _meta(document: Mapping[str, Any], where: _Where, default_namespace: str) ->
     )
 
 
+def _inline_keys(jwks: str, where: _Where, limits: ConfigLimits, warnings: list[str]) -> KeySet:
+    """An inline `jwks`, parsed once here (compiling uses these keys). Keys that can never
+    verify are skipped, as jwt_verify_lib skips them, and said; weak keys are warnings, or
+    errors with --strict-keys."""
+    try:
+        keys = parse_jwks(jwks, limits.max_jwks_keys)
+    except JwksError as exc:
+        raise where.error(str(exc)) from exc
+    for reason in keys.skipped:
+        warnings.append(f"{where.error(f'a key is not used: {reason}')}")
+    for weakness in keys.weak_keys:
+        if limits.strict_keys:
+            raise where.error(f"{weakness} (refused with --strict-keys)")
+        warnings.append(f"{where.error(f'weak key: {weakness}')}")
+    return keys
+
+
 def _request_authentication(
-    doc: Mapping[str, Any], origin: Origin, ns: str
+    doc: Mapping[str, Any], origin: Origin, ns: str, limits: ConfigLimits, warnings: list[str]
 ) -> RequestAuthentication:
     where = _Where(origin, "RequestAuthentication")
     meta = _meta(doc, where, ns)
     where = _Where(origin, f"RequestAuthentication {meta.ref}", "spec")
     spec = _mapping(doc.get("spec"), where, {"selector", "targetRef", "targetRefs", "jwtRules"})
+    rules = _list(spec.get("jwtRules"), where.at("jwtRules"), _jwt_rule)
+    rules = tuple(
+        replace(rule, keys=_inline_keys(rule.jwks, rules_at.at(i).at("jwks"), limits, warnings))
+        if rule.jwks
+        else rule
+        for rules_at in (where.at("jwtRules"),)
+        for i, rule in enumerate(rules)
+    )
     return RequestAuthentication(
         meta=meta,
         origin=origin,
         selector=_selector(spec.get("selector"), where.at("selector")),
         target_refs=_target_refs(spec, where),
-        jwt_rules=_list(spec.get("jwtRules"), where.at("jwtRules"), _jwt_rule),
+        jwt_rules=rules,
     )
 
 
-def _authorization_policy(doc: Mapping[str, Any], origin: Origin, ns: str) -> AuthorizationPolicy:
+def _authorization_policy(
+    doc: Mapping[str, Any], origin: Origin, ns: str, limits: ConfigLimits, warnings: list[str]
+) -> AuthorizationPolicy:
     where = _Where(origin, "AuthorizationPolicy")
     meta = _meta(doc, where, ns)
     where = _Where(origin, f"AuthorizationPolicy {meta.ref}", "spec")
@@ -337,71 +357,112 @@ _PARSERS = {
 }
 
 
-def parse_documents(text: str, file: str, default_namespace: str = "default") -> ConfigSet:
-    """Parse one YAML stream; a resource without metadata.namespace gets `default_namespace`."""
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: invalid YAML: {exc}".replace("\n", " ")) from exc
-    authns: list[RequestAuthentication] = []
-    policies: list[AuthorizationPolicy] = []
-    warnings: list[str] = []
-    for index, document in enumerate(documents, start=1):
+def _near(word: str, known: Iterable[str]) -> str | None:
+    """The known word `word` is a near miss of (a typo or a wrong case), if any."""
+    folded = {k.lower(): k for k in known}
+    if word.lower() in folded:
+        return folded[word.lower()]
+    close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.8)
+    return folded[close[0]] if close else None
+
+
+def _parser_for(document: Mapping[str, Any], origin: Origin) -> Callable[..., Any] | str:
+    """The parser for a document, or why it is skipped (a warning). A document that looks
+    meant for extauthz but is not quite right is an error: skipping it could drop a policy
+    and so widen access."""
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    if not isinstance(kind, str) or not kind or not isinstance(api_version, str):
+        raise ConfigError(f"{origin}: a document needs a string apiVersion and kind")
+    group = api_version.rpartition("/")[0]
+    parser = _PARSERS.get(kind)
+    if parser is not None and api_version in API_VERSIONS:
+        return parser
+    if group == API_GROUP or _near(group, [API_GROUP]):
+        if group != API_GROUP:
+            raise ConfigError(f"{origin}: apiVersion {api_version!r}: did you mean {API_GROUP}?")
+        if parser is not None:
+            raise ConfigError(
+                f"{origin}: {kind} {api_version!r} is not a version extauthz reads "
+                f"({', '.join(sorted(API_VERSIONS))})"
+            )
+        if kind in _OTHER_SECURITY_KINDS and api_version in API_VERSIONS:
+            return f"{origin}: skipped {api_version}/{kind}: not a resource extauthz enforces"
+        known = _near(kind, _PARSERS)
+        hint = f": did you mean {known}?" if known else ""
+        raise ConfigError(f"{origin}: unknown kind {kind!r} in {API_GROUP}{hint}")
+    known = _near(kind, _PARSERS)
+    if known is not None or kind.endswith("List"):
+        hint = f" (did you mean {known}?)" if known and known != kind else ""
+        what = f"kind {kind!r}{hint}"
+        raise ConfigError(
+            f"{origin}: {what} with apiVersion {api_version!r}: extauthz reads "
+            f"{', '.join(_PARSERS)} of {', '.join(sorted(API_VERSIONS))}, one per document"
+        )
+    return f"{origin}: skipped {api_version}/{kind}: not a resource extauthz reads"
+
+
+def _resources(
+    documents: list[tuple[int, Any]],
+    file: str,
+    default_namespace: str,
+    limits: ConfigLimits,
+    into: tuple[list[RequestAuthentication], list[AuthorizationPolicy], list[str]],
+) -> None:
+    authns, policies, warnings = into
+    for index, document in documents:
         origin = Origin(file, index)
         if document is None:
             continue
         if not isinstance(document, dict):
             raise ConfigError(f"{origin}: a document must be a mapping with apiVersion and kind")
-        kind, api_version = document.get("kind"), document.get("apiVersion")
-        parser = _PARSERS.get(kind) if isinstance(kind, str) else None
-        if parser is None or api_version not in API_VERSIONS:
-            warnings.append(
-                f"{origin}: skipped {api_version}/{kind}: not a resource extauthz reads"
-            )
+        parser = _parser_for(document, origin)
+        if isinstance(parser, str):
+            warnings.append(parser)
             continue
-        resource = parser(document, origin, default_namespace)
-        (authns if isinstance(resource, RequestAuthentication) else policies).append(resource)  # type: ignore[arg-type]
-    return ConfigSet(tuple(authns), tuple(policies), tuple(warnings))
+        resource = parser(document, origin, default_namespace, limits, warnings)
+        (authns if isinstance(resource, RequestAuthentication) else policies).append(resource)
 
 
-def config_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The YAML files named by `paths`: files as given, directories' *.yaml/*.yml, sorted.
+def parse_documents(
+    text: str,
+    file: str,
+    default_namespace: str = "default",
+    limits: ConfigLimits | None = None,
+) -> ConfigSet:
+    """Parse one YAML stream; a resource without metadata.namespace gets `default_namespace`.
+    (Text, not a file: an empty text is no error here; `load_config` refuses empty files.)"""
+    limits = limits or ConfigLimits()
+    found: tuple[list[RequestAuthentication], list[AuthorizationPolicy], list[str]] = ([], [], [])
+    documents = read_documents(text, file, Budget.starting_now(limits))
+    _resources(documents, file, default_namespace, limits, found)
+    return ConfigSet(tuple(found[0]), tuple(found[1]), tuple(found[2]))
 
-    Hidden entries are skipped, so a Kubernetes ConfigMap mount (whose real files live in
-    `..data/`, reached through symlinks) is read once.
-    """
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(
-                sorted(
-                    entry
-                    for entry in path.iterdir()
-                    if entry.suffix in (".yaml", ".yml")
-                    and not entry.name.startswith(".")
-                    and entry.is_file()
-                )
+
+def load_config(
+    paths: Iterable[str | Path],
+    default_namespace: str = "default",
+    limits: ConfigLimits | None = None,
+) -> ConfigSet:
+    """Read and parse every file; any error anywhere rejects the whole set. So does a file
+    without any YAML document, and (unless limits.allow_empty) a set without any resource:
+    files that lost their content must never read as "no policy"."""
+    limits = limits or ConfigLimits()
+    budget = Budget.starting_now(limits)
+    found: tuple[list[RequestAuthentication], list[AuthorizationPolicy], list[str]] = ([], [], [])
+    for file in config_files(paths, allow_empty=limits.allow_empty):
+        documents = read_documents(read_file(file, budget), str(file), budget)
+        if all(document is None for _, document in documents):
+            raise ConfigError(
+                f"{file}: no YAML document (only comments, `---` or nothing); an empty file "
+                "is a mistake, not an empty configuration: remove the file to remove its "
+                "resources"
             )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ConfigError(f"{path}: no such file or directory")
-    return files
-
-
-def load_config(paths: Iterable[str | Path], default_namespace: str = "default") -> ConfigSet:
-    """Read and parse every file; any error anywhere rejects the whole set."""
-    authns: list[RequestAuthentication] = []
-    policies: list[AuthorizationPolicy] = []
-    warnings: list[str] = []
-    for file in config_files(paths):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot read: {exc}") from exc
-        part = parse_documents(text, str(file), default_namespace)
-        authns.extend(part.request_authentications)
-        policies.extend(part.authorization_policies)
-        warnings.extend(part.warnings)
-    return ConfigSet(tuple(authns), tuple(policies), tuple(warnings))
+        _resources(documents, str(file), default_namespace, limits, found)
+    config = ConfigSet(tuple(found[0]), tuple(found[1]), tuple(found[2]), budget.digest.hexdigest())
+    is_empty = not config.request_authentications and not config.authorization_policies
+    if is_empty and not limits.allow_empty:
+        raise ConfigError(
+            "the configuration holds no RequestAuthentication and no AuthorizationPolicy, so "
+            "it would allow every request; start with --allow-empty-config to serve so"
+        )
+    return config

@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from extauthz.authn.keys import KeySet
 
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
@@ -73,6 +77,9 @@ class JWTRule:
     forward_original_token: bool = False
     output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
     timeout_seconds: float | None = None
+    # The inline `jwks`, parsed once when read (not part of the resource's identity: the
+    # text above is).
+    keys: KeySet | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +156,4 @@ class ConfigSet:
     request_authentications: tuple[RequestAuthentication, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    digest: str = ""  # of the files' names and bytes (load_config): equal digests, equal sets

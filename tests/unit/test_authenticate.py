@@ -309,3 +309,23 @@ def test_outcomes_of_long_tokens_are_not_remembered() -> None:
         outcomes.put(PROVIDERS, (tokens,), result)
     assert outcomes.get(PROVIDERS, (short,), NOW, no_remote) is result
     assert outcomes.get(PROVIDERS, (long,), NOW, no_remote) is None
+
+
+def test_verified_tokens_are_kept_only_up_to_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verified token is a cache key: long ones (an IdP may sign 64 KiB) are verified each
+    time instead, so the cache is bounded in bytes as well as entries."""
+    from extauthz.authn.cache import MAX_CACHED_TOKEN_CHARS
+
+    calls = _counting_verify(monkeypatch)
+    cache = VerifiedTokenCache()
+    long_token = KEY.sign(
+        claims(iat=NOW, exp=NOW + 3600, padding="x" * MAX_CACHED_TOKEN_CHARS),
+        headers={"kid": KEY.jwk["kid"]},
+    )
+    for _ in range(2):
+        assert authenticate(bearer(long_token), PROVIDERS, no_remote, NOW, cache).is_ok
+    assert calls == [long_token, long_token] and len(cache) == 0
+    short_token = TOKENS["good"]
+    for _ in range(2):
+        assert authenticate(bearer(short_token), PROVIDERS, no_remote, NOW, cache).is_ok
+    assert calls[2:] == [short_token] and len(cache) == 1

@@ -71,7 +71,7 @@ CASES = [
         "oidc-discovery",
     ),
     (
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec: {action: DENY, rules: [{to: [{operation: {paths: [/x]}}]}]}\n",
         "skipped v1/ConfigMap",
         "other-kind",
     ),

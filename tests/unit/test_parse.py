@@ -107,3 +107,46 @@ def test_directory_loading_skips_hidden_entries(tmp_path: Path) -> None:
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config([tmp_path / "absent.yaml"])
+
+
+HEAD = "metadata: {name: p, namespace: foo}\nspec: {action: DENY, rules: [{}]}\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        pytest.param("apiVersion: security.istio.io/v1\nkind: Authorizationpolicy\n", "unknown kind 'Authorizationpolicy' in security.istio.io: did you mean AuthorizationPolicy?", id="kind-case-typo"),
+        pytest.param("apiVersion: security.istio.io/v1\nkind: AuthorisationPolicy\n", "did you mean AuthorizationPolicy?", id="kind-spelling"),
+        pytest.param("apiVersion: security.istio.io/v1\nkind: RequestAuthn\n", "unknown kind 'RequestAuthn' in security.istio.io", id="unknown-kind-in-group"),
+        pytest.param("apiVersion: security.istio.io/v1beta2\nkind: AuthorizationPolicy\n", "AuthorizationPolicy 'security.istio.io/v1beta2' is not a version extauthz reads", id="unknown-version"),
+        pytest.param("apiVersion: security.istio.io/v1alpha1\nkind: RequestAuthentication\n", "is not a version extauthz reads", id="old-version"),
+        pytest.param("apiVersion: security.isito.io/v1\nkind: AuthorizationPolicy\n", "did you mean security.istio.io?", id="group-typo"),
+        pytest.param("apiVersion: networking.istio.io/v1\nkind: AuthorizationPolicy\n", "kind 'AuthorizationPolicy' with apiVersion 'networking.istio.io/v1'", id="wrong-group"),
+        pytest.param("apiVersion: v1\nkind: AuthorizationPolicies\n", "did you mean AuthorizationPolicy?", id="plural-elsewhere"),
+        pytest.param("apiVersion: v1\nkind: List\nitems: []\n", "kind 'List'", id="list"),
+        pytest.param("apiVersion: security.istio.io/v1\n", "needs a string apiVersion and kind", id="no-kind"),
+        pytest.param("kind: AuthorizationPolicy\n", "needs a string apiVersion and kind", id="no-api-version"),
+    ],
+)  # fmt: skip
+def test_documents_meant_for_extauthz_but_wrong_are_errors(head: str, message: str) -> None:
+    # Skipped, any of these would drop a policy silently: a DENY lost is access granted.
+    with pytest.raises(ConfigError) as error:
+        parse_documents(head + HEAD, "typo.yaml")
+    assert str(error.value).startswith("typo.yaml (document 1): ")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param("apiVersion: v1\nkind: ConfigMap\n", id="configmap"),
+        pytest.param("apiVersion: apps/v1\nkind: Deployment\n", id="deployment"),
+        pytest.param("apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\n", id="peer-authentication"),
+        pytest.param("apiVersion: networking.istio.io/v1\nkind: VirtualService\n", id="virtual-service"),
+    ],
+)  # fmt: skip
+def test_other_resources_are_skipped_with_a_warning(head: str) -> None:
+    config = parse_documents(head + HEAD, "mixed.yaml")
+    assert config.authorization_policies == ()
+    [warning] = config.warnings
+    assert warning.startswith("mixed.yaml (document 1): skipped ")
