@@ -196,7 +196,9 @@ class _Responses:
         )  # fmt: skip
 
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
-        if decision.verdict is Verdict.UNAUTHENTICATED:
+        # Kept only for decisions that can come back: not 401s, nor refusals and internal
+        # errors (no validity), whose reasons may quote whatever the request carried.
+        if decision.verdict is Verdict.UNAUTHENTICATED or decision.authn.validity is None:
             return build_response(decision)
         key = self.key(decision)
         payloads = tuple(decision.authn.payloads.values())

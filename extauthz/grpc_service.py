@@ -31,6 +31,7 @@ _MAX_ROUTE_WORKLOADS = 1024
 # hundred), and both are cache keys, so the route cache holds at most
 # _MAX_ROUTE_WORKLOADS x 2 x this many characters.
 MAX_CONTEXT_EXTENSION_CHARS = 4096
+_MAX_QUOTED_CHARS = 200
 # Built once: the answer when even building an answer failed.
 _LAST_RESORT = to_response(internal_error("response could not be built"))
 
@@ -75,8 +76,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         default = self._store.workload
         try:
             labels = parse_labels(extensions["labels"]) if "labels" in extensions else None
-        except ValueError as exc:
-            return f"context_extensions labels: {exc}"
+        except ValueError as exc:  # the reason quotes the bad pair: cut to a log line's size
+            return f"context_extensions labels: {str(exc)[:_MAX_QUOTED_CHARS]}"
         workload = Workload(
             extensions.get("namespace") or default.namespace,
             default.labels if labels is None else labels,

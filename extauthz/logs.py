@@ -176,10 +176,14 @@ class DecisionLogger:
         object (remembered answers bring back the same one), the request's part each time."""
         found = self._fragments.get(id(decision))
         if found is None or found[0] is not decision:
-            if len(self._fragments) >= _MAX_FRAGMENTS:
-                self._fragments.clear()
             found = (decision, _dumps(self._decision_part(decision))[1:-1])
-            self._fragments[id(decision)] = found  # holding the decision keeps its id unique
+            # Only decisions that come back (remembered answers) are worth keeping, and only
+            # fragments of the usual size: 401s and refusals are new objects every time and
+            # quote what the client sent, so keeping them would let clients fill memory.
+            if decision.authn.validity is not None and len(found[1]) <= _MAX_FRAGMENT_CHARS:
+                if len(self._fragments) >= _MAX_FRAGMENTS:
+                    self._fragments.clear()
+                self._fragments[id(decision)] = found  # holding it keeps its id unique
         request_id, method, host, path, source_ip = map(_string, fields)
         return (
             f'{{"time":{when:.3f},"request_id":{request_id},"method":{method},"host":{host},'
@@ -197,9 +201,10 @@ class DecisionLogger:
             "policy": authz.policy if authz else "",
             "rule": authz.rule if authz else None,
             "detail": authz.detail if authz else "",
-            "issuer": authn.issuer,
-            "subject": authn.subject,
-            "kid": authn.kid,
+            # Read from tokens that may not have verified: a client's text, cut to size.
+            "issuer": authn.issuer[:_MAX_TOKEN_FIELD_CHARS],
+            "subject": authn.subject[:_MAX_TOKEN_FIELD_CHARS],
+            "kid": authn.kid[:_MAX_TOKEN_FIELD_CHARS],
             "generation": decision.generation,
         }
         if authz and authz.audits:
@@ -212,6 +217,8 @@ class DecisionLogger:
 
 
 _MAX_FRAGMENTS = 4096
+_MAX_FRAGMENT_CHARS = 4096  # so the fragments kept hold at most 16 MiB
+_MAX_TOKEN_FIELD_CHARS = 256
 _string: Callable[[str], str] = encode_basestring_ascii  # a JSON string, as json.dumps writes it
 
 

@@ -130,10 +130,20 @@ def _audiences(value: object) -> tuple[str, ...] | None:
     return None
 
 
-@lru_cache(maxsize=256)
+# Real headers are a few hundred characters; longer ones (a client's invention) are parsed
+# each time, so the header cache holds at most 256 x 1 KiB of client text.
+MAX_CACHED_HEADER_CHARS = 1024
+
+
 def _parse_header(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtStatus:
+    if len(header_b64) > MAX_CACHED_HEADER_CHARS:
+        return _parse_header_now(header_b64)
+    return _parse_header_cached(header_b64)
+
+
+def _parse_header_now(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtStatus:
     """(header, alg, kid). An issuer signs every token with one of a few headers, so each is
-    parsed once and shared (read-only) by the tokens that carry it."""
+    parsed once (_parse_header_cached) and shared (read-only) by the tokens that carry it."""
     header_raw = b64url_decode(header_b64)
     if header_raw is None:
         return JwtStatus.JwtHeaderParseErrorBadBase64
@@ -149,6 +159,9 @@ def _parse_header(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtSt
     if not isinstance(kid, str):
         return JwtStatus.JwtHeaderBadKid
     return MappingProxyType(header), alg, kid
+
+
+_parse_header_cached = lru_cache(maxsize=256)(_parse_header_now)
 
 
 def parse_jwt(token: str) -> Jwt | JwtStatus:

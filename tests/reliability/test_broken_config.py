@@ -335,3 +335,28 @@ def test_through_envoy_a_broken_policy_file_still_denies(tmp_path: Path) -> None
                 time.sleep(0.05)
         assert rig.upstream_requests() == reached  # nothing got through
         assert get(f"{rig.gateway_url}/productpage") == 200
+
+
+def test_a_slow_reload_is_abandoned_at_its_deadline_and_the_next_one_applies(
+    tmp_path: Path,
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "policies.yaml").write_text(GOOD)
+    running = serve(config_dir, tmp_path / "extauthz.log", "--config-load-timeout", "0.3")
+    try:
+        # Within every size bound, but far more than 0.3 s of YAML to read.
+        many_paths = ", ".join(f"/p{i}" for i in range(300_000))
+        (config_dir / "policies.yaml").write_text(GOOD.replace('"/productpage"', many_paths))
+        started = time.monotonic()
+        running.wait_for(lambda d: "took longer than 0.3s" in str(d.get("last_config_error")))
+        print(f"slow reload rejected {time.monotonic() - started:.2f}s after the change")
+        assert running.check(DENIED_PATH) == code_pb2.PERMISSION_DENIED
+        (config_dir / "policies.yaml").write_text(GOOD.replace("/productpage", "/reviews"))
+        running.process.send_signal(signal.SIGHUP)
+        detail = running.wait_for(lambda d: d.get("generation") == 2, timeout=5)
+        assert "last_config_error" not in detail
+        assert running.check("/reviews") == code_pb2.OK
+    finally:
+        running.process.terminate()
+        running.process.wait(10)

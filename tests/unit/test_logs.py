@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -9,7 +10,8 @@ import pytest
 
 from extauthz import logs
 from extauthz.attributes import RequestAttributes
-from extauthz.decision import decide
+from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.decision import decide, refused
 from extauthz.logs import BackgroundWriter, DecisionLogger
 from extauthz.rig.rig import SAMPLES
 from tests.support.config import snapshot_from
@@ -31,7 +33,8 @@ def _decision(path: str, token: str = "") -> tuple[RequestAttributes, object]:
     attrs = RequestAttributes(
         path=path, headers=MappingProxyType(headers), request_id="req-1", source_ip="10.1.2.3"
     )
-    return attrs, decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()))
+    # With a token cache, as `serve` decides: an accepted outcome then carries its validity.
+    return attrs, decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()), VerifiedTokenCache())
 
 
 @pytest.mark.parametrize(
@@ -107,6 +110,25 @@ def test_line_is_the_record_as_json_also_for_odd_paths() -> None:
         assert line.isascii() and "\n" not in line
         assert json.loads(line) == logger.record(1_700_000_000.25, fields, decision, 0.0000425)  # type: ignore[arg-type]
     assert len(logger._fragments) == 1  # one decision, encoded once
+
+
+def test_fragments_are_kept_only_for_decisions_that_come_back() -> None:
+    """A 401 or a refusal is a new decision each time and quotes the client's text (a kid
+    of 100 KB): its fragment is not kept, and the token fields in the line are cut."""
+    logger = DecisionLogger("all")
+    header = json.dumps({"alg": "RS256", "kid": "k" * 40_000}).encode()
+    forged = base64.urlsafe_b64encode(header).rstrip(b"=").decode() + "." + TOKEN.split(".", 1)[1]
+    _, unauthenticated = _decision("/x", forged)
+    assert len(unauthenticated.authn.kid) == 40_000  # type: ignore[attr-defined]
+    refusal = refused("context_extensions labels: " + "y" * 100_000)
+    fields = ("id", "GET", "h", "/x", "::1")
+    for decision in (unauthenticated, refusal):
+        line = logger.line(1.0, fields, decision, 0.0)  # type: ignore[arg-type]
+        assert len(json.loads(line)["kid"]) <= 256
+    assert logger._fragments == {}
+    _, kept = _decision("/x", TOKEN)
+    logger.line(1.0, fields, kept, 0.0)  # type: ignore[arg-type]
+    assert len(logger._fragments) == 1
 
 
 def _write_through_background_writer(
