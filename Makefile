@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit e2e clean tools
+.PHONY: demo test lint unit e2e reliability clean tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ unit: $(BIN)/.installed
 
 e2e: $(BIN)/.installed
 	$(BIN)/pytest -q tests/e2e
+
+# The hostile-input suite at length: `make test` runs it too, with a fixed seed and fewer
+# examples (1,000 generated CheckRequests in process, 3,000 against a served process).
+reliability: $(BIN)/.installed
+	EXTAUTHZ_RELIABILITY_EXAMPLES=20000 EXTAUTHZ_RELIABILITY_CHECKS=30000 $(BIN)/pytest -q -s tests/reliability
 
 # Debian tools some tests use: docker-compose (offline check of docker/docker-compose.yaml)
 # and promtool (from prometheus, to lint /metrics). Installed when missing and we are root.

@@ -57,42 +57,25 @@ def _add_config_limit_flags(parser: argparse.ArgumentParser) -> None:
         help="refuse weak keys (RSA under 2048 bits, HMAC secrets shorter than their hash) "
         "instead of warning about them",
     )
-    parser.add_argument(
-        "--max-config-bytes",
-        type=int,
-        default=defaults.max_bytes,
-        metavar="BYTES",
-        help=f"size of all configuration files together (default {defaults.max_bytes})",
-    )
-    parser.add_argument(
-        "--max-config-documents",
-        type=int,
-        default=defaults.max_documents,
-        metavar="N",
-        help=f"YAML documents in all files together (default {defaults.max_documents})",
-    )
-    parser.add_argument(
-        "--max-config-depth",
-        type=int,
-        default=defaults.max_depth,
-        metavar="N",
-        help=f"nesting of YAML collections (default {defaults.max_depth})",
-    )
-    parser.add_argument(
-        "--max-jwks-keys",
-        type=int,
-        default=defaults.max_jwks_keys,
-        metavar="N",
-        help=f"keys in one key set, inline or fetched (default {defaults.max_jwks_keys})",
-    )
-    parser.add_argument(
-        "--config-load-timeout",
-        type=float,
-        default=defaults.load_timeout_seconds,
-        metavar="SECONDS",
-        help="reading, parsing and compiling the configuration; a reload that takes longer "
-        f"is rejected (default {defaults.load_timeout_seconds:g})",
-    )
+    for flag, kind, metavar, default, bounds in (
+        ("--max-config-bytes", int, "BYTES", defaults.max_bytes,
+         "size of all configuration files together"),
+        ("--max-config-documents", int, "N", defaults.max_documents,
+         "YAML documents in all files together"),
+        ("--max-config-depth", int, "N", defaults.max_depth, "nesting of YAML collections"),
+        ("--max-jwks-keys", int, "N", defaults.max_jwks_keys,
+         "keys in one key set, inline or fetched"),
+        ("--config-load-timeout", float, "SECONDS", defaults.load_timeout_seconds,
+         "reading, parsing and compiling the configuration; a reload that takes longer is "
+         "rejected"),
+    ):  # fmt: skip
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{bounds} (default {default if kind is int else format(default, 'g')})",
+        )
 
 
 def config_limits(args: argparse.Namespace) -> ConfigLimits:
