@@ -9,6 +9,7 @@ from dataclasses import dataclass
 DEFAULT_MAX_CONFIG_BYTES = 8 << 20
 DEFAULT_MAX_DOCUMENTS = 5000
 DEFAULT_MAX_DEPTH = 50
+DEFAULT_MAX_NODES = 250_000
 DEFAULT_MAX_JWKS_KEYS = 100  # the same as extauthz.authn.keys.DEFAULT_MAX_KEYS
 DEFAULT_LOAD_TIMEOUT_SECONDS = 20.0
 
@@ -21,6 +22,10 @@ class ConfigLimits:
     max_documents: int = DEFAULT_MAX_DOCUMENTS
     # Nesting of YAML collections; an Istio resource needs about 10.
     max_depth: int = DEFAULT_MAX_DEPTH
+    # YAML values (scalars and collections), all files together: what reading and compiling
+    # cost grows with it (a resource is 20 to 50; 250,000 read in a few seconds), and a few
+    # MiB of dense lists can hold millions.
+    max_nodes: int = DEFAULT_MAX_NODES
     # Keys in one inline `jwks` (a fetched jwksUri is bounded by the fetcher's own copy).
     max_jwks_keys: int = DEFAULT_MAX_JWKS_KEYS
     # Weak keys (short RSA moduli, short HMAC secrets) are errors rather than warnings.

@@ -19,7 +19,12 @@ def locate(error: ConfigError) -> int | None:
     if error.origin is None:
         return None
     try:
-        documents = list(yaml.compose_all(Path(error.origin.file).read_text(encoding="utf-8")))
+        text = Path(error.origin.file).read_text(encoding="utf-8")
+        # The file passed the bounded read (the error is about a resource), so composing it
+        # again costs what reading it did.
+        documents = list(
+            yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        )
         node = documents[error.origin.document - 1]
     except (OSError, yaml.YAMLError, IndexError, UnicodeDecodeError):
         return None
