@@ -33,8 +33,6 @@ class VerifiedTokenCache:
         # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
         # parsing, checking and building the result.
         self.outcomes = AcceptedOutcomes(max_entries)
-        self.hits = 0
-        self.misses = 0
 
     def get(self, token: str, keys: KeySet) -> Jwt | None:
         entry = self.lookup(token)
@@ -43,11 +41,8 @@ class VerifiedTokenCache:
     def lookup(self, token: str) -> tuple[KeySet, Jwt] | None:
         """The parsed token and the key set that verified it, if it was seen."""
         entry = self._entries.get(token)
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(token)
-        self.hits += 1
+        if entry is not None:
+            self._entries.move_to_end(token)
         return entry
 
     def put(self, token: str, keys: KeySet, jwt: Jwt) -> None:

@@ -112,7 +112,6 @@ class JwksFetcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, asyncio.Task[float | None]] = {}
         self._last_refetch: dict[str, float] = {}
-        self.requests_sent = 0  # HTTP GETs, for tests and debugging
 
     # -- HTTP ------------------------------------------------------------------------------
     def _client(self) -> aiohttp.ClientSession:
@@ -122,7 +121,6 @@ class JwksFetcher:
 
     async def _get(self, url: str, timeout: float) -> tuple[bytes, float | None]:
         """The body (size-limited) and the max-age the server asked for."""
-        self.requests_sent += 1
         try:
             return await self._read(url, timeout)
         except TimeoutError:  # (aiohttp's ServerTimeoutError is a ClientError too)
@@ -250,9 +248,7 @@ class JwksFetcher:
                 await asyncio.sleep(_jittered(retry, 0.2))
                 retry = min(retry * 2, _RETRY_MAX_SECONDS)
 
-    async def track(
-        self, sources: dict[str, JwksSource], first_fetch_timeout: float | None = None
-    ) -> None:
+    async def track(self, sources: dict[str, JwksSource]) -> None:
         """Keep exactly these sources fresh. New ones are fetched right away and waited for
         (at most their timeout), so the first requests find keys."""
         self._store.track(set(sources))
@@ -267,7 +263,7 @@ class JwksFetcher:
                 self._keep_fresh(source), name=f"jwks refresh {source.uri}"
             )
         if new:
-            deadline = first_fetch_timeout or max(s.timeout_seconds for s in new)
+            deadline = max(s.timeout_seconds for s in new)
             waiting = [self._inflight[s.uri] for s in new if s.uri in self._inflight]
             if waiting:
                 await asyncio.wait([asyncio.shield(t) for t in waiting], timeout=deadline)
