@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit e2e reliability clean tools
+.PHONY: demo test lint unit integration e2e reliability clean tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,17 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check extauthz tests bench
 	$(BIN)/mypy
 
+# In process: no other program is started.
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q tests/unit
 
+# Processes and the service on loopback ports (serve, SIGHUP/SIGTERM, workers, promtool, the CLI
+# as a process, bench scripts), and the deploy files (k8s/, docker/, envoy/) checked against the
+# package: envoy --mode validate, kubectl kustomize and docker-compose config where installed.
+integration: $(BIN)/.installed tools
+	$(BIN)/pytest -q tests/integration tests/packaging
+
+# Envoy, extauthz, upstreams and a JWKS server as real processes, real requests through them.
 e2e: $(BIN)/.installed
 	$(BIN)/pytest -q tests/e2e
 

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt as pyjwt
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
+from extauthz.commands import tokens as cli_tokens
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import SAMPLE_ISSUER
 
@@ -30,25 +27,29 @@ FRESH_POOL_SIZE = 20_000
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    alg: str
+    """A key as `extauthz token` loads or generates it, with the kid the benchmark pins."""
+
+    key: cli_tokens.SigningKey
     kid: str
-    private: Any  # a cryptography private key
     jwk: dict[str, Any]  # the public half, as a JWKS entry
 
+    @property
+    def alg(self) -> str:
+        return self.key.alg
+
     def mint(self, claims: dict[str, Any]) -> str:
-        return pyjwt.encode(claims, self.private, algorithm=self.alg, headers={"kid": self.kid})
+        return cli_tokens.mint(self.key, claims, kid=self.kid)
 
 
 def sample_rs256_key() -> SigningKey:
     [jwk] = json.loads((SAMPLES / "jwks.json").read_text())["keys"]
-    private = serialization.load_pem_private_key((SAMPLES / "key.pem").read_bytes(), None)
-    return SigningKey("RS256", str(jwk["kid"]), private, dict(jwk))
+    key = cli_tokens.load_signing_key(SAMPLES / "key.pem", "RS256")
+    return SigningKey(key, str(jwk["kid"]), dict(jwk))
 
 
 def new_es256_key(kid: str = ES256_KID) -> SigningKey:
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
-    return SigningKey("ES256", kid, private, {**jwk, "kid": kid, "alg": "ES256"})
+    key = cli_tokens.generate_key("ES256")
+    return SigningKey(key, kid, {**key.public_jwk(), "kid": kid, "alg": "ES256"})
 
 
 def demo_token() -> str:

