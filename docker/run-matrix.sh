@@ -15,7 +15,7 @@ sidecar="http://httpbin:8000"
 deadline_seconds="${MATRIX_WAIT_SECONDS:-120}"
 
 # Scenario 1, the gateway: the same rows as extauthz/samples/matrix.yaml
-# (tests/unit/test_docker_files.py fails when they drift apart).
+# (tests/packaging/test_docker_files.py fails when they drift apart).
 #   path                 token  status
 gateway_matrix=(
   "/productpage          none   200"
