@@ -1,104 +1,33 @@
 """Authenticate one request as Istio's Envoy does, and name its request principal.
 
-Istio turns the JWTRules that apply to a workload into Envoy jwt_authn providers P1..Pn and
-one requirement (pilot's policy applier):
+Envoy's split, one module per job: the extractor finds each provider's tokens (extract.py),
+the authenticator checks each of them for that provider in Envoy's order (authenticator.py),
+and the requirement tree istiod compiles from the JWTRules says what the outcomes add up to
+(verifier.py, built once per ProviderSet). A request without tokens passes with no identity,
+and a present token must be valid; with several tokens or rules, the tree decides.
 
-    n = 1:  OR{ P1, allow_missing(P1) }
-    n > 1:  OR{ P1, ..., Pn, AND{ OR{P1, allow_missing(P1)}, ..., OR{Pn, allow_missing(Pn)} } }
-
-A provider requirement Pi passes when the request carries tokens at Pi's locations and every
-one of them is valid for Pi. allow_missing(Pi) passes when there is no token at Pi's
-locations; otherwise it reports the status of the first token found there (Envoy verifies
-them from the last to the first and keeps the last outcome). An OR passes when a child
-passes, else reports its last child's status; an AND reports its first failure. So a
-request without tokens passes with no identity, and a present token must be valid.
-
-Each token is checked in Envoy's order: parse, issuer, time (60 s skew), audience, key,
-signature. CORS preflight requests bypass JWT checks (Istio sets bypass_cors_preflight).
+This module puts the three together and builds the AuthnResult: the identity, the headers
+and parameters the upstream request loses or gains, and how long the outcome holds (whole
+outcomes are remembered for repeated tokens, see outcomes.py). CORS preflight requests
+bypass JWT checks (Istio sets bypass_cors_preflight).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
+from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Checked
 from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.extract import FoundToken, extract_tokens
-from extauthz.authn.jwt import Jwt, check_time, parse_jwt
-from extauthz.authn.providers import JwtProvider, ProviderSet
+from extauthz.authn.extract import extract_tokens
+from extauthz.authn.jwt import parse_jwt
+from extauthz.authn.providers import ProviderSet
 from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup, Validity
 from extauthz.authn.status import JwtStatus
+from extauthz.authn.verifier import Verdict
 from extauthz.authn.verify import verify_signature
-
-CLOCK_SKEW_SECONDS = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """One token checked against one provider."""
-
-    found: FoundToken
-    provider: JwtProvider
-    status: JwtStatus
-    jwt: Jwt | None
-
-
-def check_token(
-    found: FoundToken,
-    provider: JwtProvider,
-    remote_keys: KeyLookup,
-    now: int,
-    cache: VerifiedTokenCache | None = None,
-    parsed_here: dict[str, Jwt | JwtStatus] | None = None,
-) -> Checked:
-    """`parsed_here`: tokens this request already parsed (several rules reading the same
-    header see the same token; it is parsed once)."""
-    seen = cache.lookup(found.token) if cache is not None else None
-    rejected = cache.rejected(found.token) if cache is not None and seen is None else None
-    parsed: Jwt | JwtStatus | None
-    if seen is not None:
-        parsed = seen[1]
-    elif rejected is not None:
-        parsed = rejected[1]
-    else:
-        parsed = parsed_here.get(found.token) if parsed_here is not None else None
-        if parsed is None:
-            parsed = parse_jwt(found.token)
-            if parsed_here is not None:
-                parsed_here[found.token] = parsed
-    if isinstance(parsed, JwtStatus):
-        return Checked(found, provider, parsed, None)
-    jwt = parsed
-
-    def done(status: JwtStatus) -> Checked:
-        return Checked(found, provider, status, jwt)
-
-    if not provider.allows_issuer(jwt.iss):
-        return done(JwtStatus.JwtUnknownIssuer)
-    time_status = check_time(jwt, now, CLOCK_SKEW_SECONDS)
-    if time_status is not JwtStatus.Ok:
-        return done(time_status)
-    if not provider.allows_audiences(jwt.audiences):
-        return done(JwtStatus.JwtAudienceNotAllowed)
-    keys = provider.inline_keys or (remote_keys(provider.jwks_uri) if provider.jwks_uri else None)
-    if keys is None:
-        # No key set was ever fetched for this issuer: fail closed, as Envoy does.
-        return done(JwtStatus.JwksFetchFail)
-    if seen is not None and seen[0] is keys:
-        return done(JwtStatus.Ok)  # this exact key set verified this exact token before
-    if rejected is not None and rejected[0] is keys:
-        return done(rejected[2])  # ... or found its signature wrong
-    status = verify_signature(jwt, keys)
-    if cache is not None:
-        if status is JwtStatus.Ok:
-            cache.put(found.token, keys, jwt)
-        elif status is JwtStatus.JwtVerificationFail:
-            # A key with its kid and alg exists and the signature is wrong: final for this
-            # key set. (An unknown kid is not kept: fresh keys may cure it.)
-            cache.put_rejected(found.token, keys, jwt, status)
-    return done(status)
 
 
 def is_cors_preflight(attrs: RequestAttributes) -> bool:
@@ -130,28 +59,19 @@ def authenticate(
         remembered = cache.outcomes.get(providers, tokens_key, now, remote_keys)
         if remembered is not None:
             return remembered
-    parsed_here: dict[str, Jwt | JwtStatus] = {}
+    # The parser and the signature check are this module's names, read per call, so that
+    # what patches them here (tests counting parses and verifications) sees every call.
+    authenticator = Authenticator(remote_keys, now, cache, parse_jwt, verify_signature)
+    # Every provider checks its tokens, also those the tree will not visit: the accepted
+    # result (headers, payloads), its validity and the refetch hint read every check.
     checked = [
-        [
-            check_token(found, provider, remote_keys, now, cache, parsed_here)
-            for found in found_tokens
-        ]
-        for provider, found_tokens in zip(providers.providers, tokens, strict=True)
+        authenticator.verify_tokens(provider, found)
+        for provider, found in zip(providers.providers, tokens, strict=True)
     ]
-
-    def provider_passes(i: int) -> bool:
-        return bool(checked[i]) and all(c.status is JwtStatus.Ok for c in checked[i])
-
-    def allow_missing_status(i: int) -> JwtStatus:
-        return checked[i][0].status if checked[i] else JwtStatus.Ok
-
-    n = len(checked)
-    if not (n > 1 and any(provider_passes(i) for i in range(n))):
-        for i in range(n):
-            status = allow_missing_status(i)
-            if not provider_passes(i) and status is not JwtStatus.Ok:
-                return _rejected(checked[i][0], [c for row in checked for c in row])
+    verdict = providers.verifier.verify(checked)
     every = [c for row in checked for c in row]
+    if not verdict.is_ok:
+        return _rejected(verdict, every)
     validity = None
     if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
         validity = Validity(*_window(every), cache.outcomes.remote_keys(providers, remote_keys))
@@ -180,15 +100,15 @@ def _window(every: list[Checked]) -> tuple[float, float]:
 KEY_FAILURES = frozenset({JwtStatus.JwksKidAlgMismatch, JwtStatus.JwksFetchFail})
 
 
-def _rejected(reported: Checked, every: list[Checked]) -> AuthnResult:
-    """The status Envoy would report, plus the key set whose refresh could change the
-    outcome. With several rules the reported status can be another rule's (Envoy's AND of
+def _rejected(verdict: Verdict[Checked], every: list[Checked]) -> AuthnResult:
+    """The status the requirement tree reports, plus the key set whose refresh could change
+    the outcome. With several rules the reported status can be another rule's (the AND of
     allow_missing reports the first rule's view, e.g. `JwtUnknownIssuer`), while the token's
     own rule failed on an unknown kid: the edge must refetch that rule's keys."""
-    jwt = reported.jwt
+    jwt = verdict.token.jwt if verdict.token is not None else None
     key_failure = next((c for c in every if c.status in KEY_FAILURES and c.provider.jwks_uri), None)
     return AuthnResult(
-        reported.status,
+        verdict.status,
         issuer=jwt.iss if jwt else "",
         subject=jwt.sub if jwt else "",
         kid=jwt.kid if jwt else "",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from extauthz.authn.extract import Location, rule_locations
 from extauthz.authn.keys import JwksError, KeySet
 from extauthz.authn.result import ALWAYS, ANONYMOUS, AuthnResult
 from extauthz.authn.status import JwtStatus
+from extauthz.authn.verifier import Verifier, istio_requirement
 from extauthz.config.resources import ClaimToHeader, RequestAuthentication
 
 # Istio's JWTRule.timeout default for fetching a jwksUri.
@@ -58,6 +59,11 @@ class ProviderSet:
     output_headers: tuple[str, ...] = ()
     # The outcome for a request without tokens: no identity, the client's copies removed.
     anonymous: AuthnResult = ANONYMOUS
+    # Istio's requirement over these providers, built here once, never per request.
+    verifier: Verifier = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verifier", istio_requirement(len(self.providers)))
 
     @property
     def jwks_sources(self) -> dict[str, JwksSource]:
