@@ -14,11 +14,11 @@ An answer is reused only
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from extauthz.authn.result import ALWAYS, KeyLookup
+from extauthz.bounded import BoundedCache
 from extauthz.config.compile import Snapshot
 from extauthz.decision import Decision, Verdict
 
@@ -28,10 +28,12 @@ Response = TypeVar("Response")
 
 class DecisionMemo(Generic[Response]):
     def __init__(self, max_entries: int = DEFAULT_MEMO_SIZE) -> None:
-        self._max_entries = max_entries
         # Oldest first; a hit does not reorder (that would cost every hit), so eviction is
         # by age of the answer, and an evicted hot answer costs one full decision to redo.
-        self._entries: OrderedDict[Hashable, tuple[Snapshot, Decision, Response]] = OrderedDict()
+        # (Keys longer than envoy_api.MAX_KEY_CHARS are never made.)
+        self._entries: BoundedCache[Hashable, tuple[Snapshot, Decision, Response]] = BoundedCache(
+            max_entries, refresh_on_hit=False
+        )
         self.hits = 0
         self.misses = 0
 
@@ -52,10 +54,7 @@ class DecisionMemo(Generic[Response]):
             return
         if decision.generation != snapshot.generation:
             return  # decided under another configuration than the key was made for
-        self._entries[key] = (snapshot, decision, answer)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(key, (snapshot, decision, answer))
 
     def clear(self) -> None:
         self._entries.clear()

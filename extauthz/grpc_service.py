@@ -13,6 +13,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.authn.jwks import KeyStore
+from extauthz.bounded import BoundedCache
 from extauthz.config.compile import Generation, Snapshot
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
@@ -60,7 +61,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         # Set with _generation, before any use: the CLI's workload's snapshot of it, and
         # the snapshots of workloads Envoy named, by their raw (namespace, labels) values.
         self._default_snapshot: Snapshot
-        self._route_snapshots: dict[tuple[str | None, str | None], Snapshot] = {}
+        self._route_snapshots: BoundedCache[tuple[str | None, str | None], Snapshot] = BoundedCache(
+            _MAX_ROUTE_WORKLOADS, max_entry_cost=2 * MAX_CONTEXT_EXTENSION_CHARS
+        )
 
     def _snapshot_for(self, extensions: Mapping[str, str]) -> Snapshot | str:
         """The workload Envoy names per route or listener with the context_extensions
@@ -105,9 +108,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                     chosen = self._snapshot_for(extensions)
                     if isinstance(chosen, str):
                         return self._refuse(chosen, attributes, started)
-                    if len(self._route_snapshots) >= _MAX_ROUTE_WORKLOADS:
-                        self._route_snapshots.clear()
-                    found = self._route_snapshots[route] = chosen
+                    found = chosen
+                    self._route_snapshots.put(route, chosen, sum(len(v or "") for v in route))
                 snapshot = found
             else:
                 snapshot = self._default_snapshot

@@ -8,12 +8,11 @@ tampered token costs a lookup too, not an RSA or ECDSA verification each time.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from extauthz.authn.jwt import Jwt
 from extauthz.authn.keys import KeySet
 from extauthz.authn.outcomes import AcceptedOutcomes
 from extauthz.authn.status import JwtStatus
+from extauthz.bounded import BoundedCache
 
 DEFAULT_CACHE_SIZE = 10_000
 MAX_REJECTED = 1_000
@@ -26,10 +25,14 @@ MAX_CACHED_TOKEN_CHARS = 16_384
 
 class VerifiedTokenCache:
     def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[KeySet, Jwt]] = OrderedDict()
-        self._rejected: OrderedDict[str, tuple[KeySet, Jwt, JwtStatus]] = OrderedDict()
-        self._max_rejected = min(max_entries, MAX_REJECTED)
+        self._entries: BoundedCache[str, tuple[KeySet, Jwt]] = BoundedCache(
+            max_entries, max_entry_cost=MAX_CACHED_TOKEN_CHARS
+        )
+        # Anyone can make tokens whose signature fails, as long as they like: only the
+        # usual sizes are kept, and fewer of them (at most 1,000 tokens of 8 KiB).
+        self._rejected: BoundedCache[str, tuple[KeySet, Jwt, JwtStatus]] = BoundedCache(
+            min(max_entries, MAX_REJECTED), MAX_REJECTED_TOKEN_CHARS, refresh_on_hit=False
+        )
         # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
         # parsing, checking and building the result.
         self.outcomes = AcceptedOutcomes(max_entries)
@@ -40,32 +43,17 @@ class VerifiedTokenCache:
 
     def lookup(self, token: str) -> tuple[KeySet, Jwt] | None:
         """The parsed token and the key set that verified it, if it was seen."""
-        entry = self._entries.get(token)
-        if entry is not None:
-            self._entries.move_to_end(token)
-        return entry
+        return self._entries.get(token)
 
     def put(self, token: str, keys: KeySet, jwt: Jwt) -> None:
-        if len(token) > MAX_CACHED_TOKEN_CHARS:
-            return
-        self._entries[token] = (keys, jwt)
-        self._entries.move_to_end(token)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(token, (keys, jwt), cost=len(token))
 
     def rejected(self, token: str) -> tuple[KeySet, Jwt, JwtStatus] | None:
         """The parsed token, the key set its signature failed against, and the status."""
         return self._rejected.get(token)
 
     def put_rejected(self, token: str, keys: KeySet, jwt: Jwt, status: JwtStatus) -> None:
-        # Anyone can make tokens whose signature fails, as long as they like: only the
-        # usual sizes are kept, and fewer of them (at most 1,000 tokens of 8 KiB).
-        if len(token) > MAX_REJECTED_TOKEN_CHARS:
-            return
-        self._rejected[token] = (keys, jwt, status)
-        self._rejected.move_to_end(token)
-        while len(self._rejected) > self._max_rejected:
-            self._rejected.popitem(last=False)
+        self._rejected.put(token, (keys, jwt, status), cost=len(token))
 
     def __len__(self) -> int:
         return len(self._entries)

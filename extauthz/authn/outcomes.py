@@ -11,13 +11,13 @@ missing keys (those failures can turn into something else as time passes).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from extauthz.authn.extract import Location
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import ProviderSet
 from extauthz.authn.result import AuthnResult, KeyLookup
+from extauthz.bounded import BoundedCache
 
 MAX_TOKENS_CHARS = 16_384  # the tokens of one remembered outcome, together
 TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
@@ -31,8 +31,9 @@ class _Outcome:
 
 class AcceptedOutcomes:
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, TokensKey], _Outcome] = OrderedDict()
+        self._entries: BoundedCache[tuple[int, TokensKey], _Outcome] = BoundedCache(
+            max_entries, max_entry_cost=MAX_TOKENS_CHARS
+        )
 
     @staticmethod
     def remote_keys(
@@ -52,7 +53,6 @@ class AcceptedOutcomes:
         validity = outcome.result.validity
         if validity is None or not validity.holds(now, keys):
             return None
-        self._entries.move_to_end((id(providers), tokens))
         return outcome.result
 
     def put(self, providers: ProviderSet, tokens: TokensKey, result: AuthnResult) -> None:
@@ -60,10 +60,5 @@ class AcceptedOutcomes:
         are long: one valid token lets a request pass with other, invalid tokens beside it
         (Envoy's allow_missing), and those a client can make as long and as new as it likes."""
         assert result.validity is not None
-        if sum(len(token) for row in tokens for _, token in row) > MAX_TOKENS_CHARS:
-            return
-        key = (id(providers), tokens)
-        self._entries[key] = _Outcome(providers, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        cost = sum(len(token) for row in tokens for _, token in row)
+        self._entries.put((id(providers), tokens), _Outcome(providers, result), cost)

@@ -19,6 +19,7 @@ from extauthz.authn.providers import (
     provider_set,
 )
 from extauthz.authz.evaluate import CompiledPolicies, CompiledPolicy, compile_policy, group_policies
+from extauthz.bounded import BoundedCache
 from extauthz.config.inputs import DecisionInputs, decision_inputs
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import AuthorizationPolicy, ConfigSet, RequestAuthentication
@@ -55,7 +56,11 @@ class Generation:
     root_namespace: str
     authns: tuple[tuple[RequestAuthentication, tuple[JwtProvider, ...]], ...]
     policies: tuple[tuple[AuthorizationPolicy, CompiledPolicy | None], ...]
-    _snapshots: dict[Workload, Snapshot] = field(default_factory=dict)
+    # Lookups are plain reads (no reordering), so the loop and a reload's worker thread may
+    # look up at once; additions take the lock.
+    _snapshots: BoundedCache[Workload, Snapshot] = field(
+        default_factory=lambda: BoundedCache(_MAX_WORKLOADS, refresh_on_hit=False)
+    )
     _lock: Lock = field(default_factory=Lock)
 
     def snapshot_for(self, workload: Workload) -> Snapshot:
@@ -63,9 +68,7 @@ class Generation:
         if found is None:
             found = self._select(workload)
             with self._lock:
-                if len(self._snapshots) >= _MAX_WORKLOADS:
-                    self._snapshots.clear()
-                self._snapshots[workload] = found
+                self._snapshots.put(workload, found)
         return found
 
     def _select(self, workload: Workload) -> Snapshot:
