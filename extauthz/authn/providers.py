@@ -77,9 +77,6 @@ class ProviderSet:
             sources[p.jwks_uri] = JwksSource(p.jwks_uri, timeout, p.jwks_discovery)
         return sources
 
-    def source_of(self, uri: str) -> JwksSource | None:
-        return self.jwks_sources.get(uri)
-
 
 def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
     """One provider per JWTRule of a RequestAuthentication, compiled once per generation."""
@@ -125,7 +122,3 @@ def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
     )
     anonymous = AuthnResult(JwtStatus.Ok, headers_to_remove=outputs, validity=ALWAYS)
     return ProviderSet(chosen, locations, outputs, anonymous)
-
-
-def compile_providers(authns: Iterable[RequestAuthentication]) -> ProviderSet:
-    return provider_set(p for authn in authns for p in compile_rules(authn))
