@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
@@ -16,6 +16,7 @@ from google.rpc import code_pb2, status_pb2
 from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
 from extauthz.config.inputs import DecisionInputs
 from extauthz.decision import Decision, Verdict
+from extauthz.summary import DecisionSummary, summarize
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -137,77 +138,115 @@ _GRPC_CODE = {
 }
 
 
+class _Payloads:
+    """Verified payloads by issuer, equal only to the very same objects: comparing whole JSON
+    payloads would cost more than building the response again. Equal ids are the same
+    objects, as both sides hold theirs alive (and a remembered response's key holds its
+    own, so their ids cannot pass to other payloads while it is remembered)."""
+
+    __slots__ = ("_ids", "items")
+
+    def __init__(self, payloads: Mapping[str, Any]) -> None:
+        self.items = tuple(payloads.items())
+        self._ids = (*payloads, *map(id, payloads.values()))  # the issuers, then the ids
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Payloads) and self._ids == other._ids
+
+    def __hash__(self) -> int:
+        return hash(self._ids)
+
+
+_NO_PAYLOADS = _Payloads({})
+
+
+# A NamedTuple for the reason DecisionSummary is one: it is made for every decided request.
+class ResponseFacts(NamedTuple):
+    """Everything a CheckResponse is made of, taken from a Decision once. build_response reads
+    nothing else, and built responses are found again by these facts, so a fact added to the
+    response is part of that key by construction."""
+
+    summary: DecisionSummary  # the gRPC code (by verdict), HTTP status and dynamic metadata
+    body: str  # a denial's
+    response_headers: tuple[tuple[str, str], ...]  # sent to the client with a denial
+    # What an allowed request loses or gains on its way upstream.
+    headers_to_set: tuple[tuple[str, str], ...]
+    headers_to_remove: tuple[str, ...]
+    params_to_remove: tuple[str, ...]
+    payloads: _Payloads  # verified payloads, for the metadata (by identity)
+
+
+def response_facts(decision: Decision) -> ResponseFacts:
+    authn = decision.authn
+    return ResponseFacts(
+        summarize(decision),
+        decision.body,
+        decision.response_headers,
+        authn.headers_to_set,
+        authn.headers_to_remove,
+        authn.params_to_remove,
+        _Payloads(authn.payloads) if authn.payloads else _NO_PAYLOADS,
+    )
+
+
 def dynamic_metadata(decision: Decision) -> dict[str, Any]:
+    return metadata_fields(summarize(decision))
+
+
+def metadata_fields(summary: DecisionSummary) -> dict[str, Any]:
     """What Envoy's access log can read under the ext_authz filter's namespace, e.g.
     %DYNAMIC_METADATA(envoy.filters.http.ext_authz:request_principal)%. Never the token."""
-    authn, authz = decision.authn, decision.authz
     metadata: dict[str, Any] = {
-        "decision": decision.verdict.value,
-        "reason": decision.reason,
-        "generation": decision.generation,
+        "decision": summary.verdict.value,
+        "reason": summary.reason,
+        "generation": summary.generation,
     }
-    if authn.principal:
-        metadata["request_principal"] = authn.principal
-    if authz and authz.policy:
-        metadata["policy"] = authz.policy
-        metadata["rule"] = authz.rule
-    if authz and authz.detail:
-        metadata["detail"] = authz.detail
-    if authz and authz.audits:
-        metadata["audit"] = [str(match) for match in authz.audits]
-    if authz and authz.dry_run:
-        metadata["dry_run"] = [str(match) for match in authz.dry_run]
+    if summary.principal:
+        metadata["request_principal"] = summary.principal
+    if summary.policy:
+        metadata["policy"] = summary.policy
+        metadata["rule"] = summary.rule
+    if summary.detail:
+        metadata["detail"] = summary.detail
+    if summary.audits:
+        metadata["audit"] = list(summary.audits)
+    if summary.dry_run:
+        metadata["dry_run"] = list(summary.dry_run)
     return metadata
 
 
-def _metadata(decision: Decision) -> struct_pb2.Struct:
+def _metadata(facts: ResponseFacts) -> struct_pb2.Struct:
     metadata = struct_pb2.Struct()
-    metadata.update(dynamic_metadata(decision))
-    if decision.authn.payloads:
+    metadata.update(metadata_fields(facts.summary))
+    if facts.payloads.items:
         # Shaped like jwt_authn's payload_in_metadata, which Istio keys by issuer.
         payloads = metadata.fields["jwt_payload"].struct_value
-        for issuer, payload in decision.authn.payloads.items():
+        for issuer, payload in facts.payloads.items:
             payloads.fields[issuer].struct_value.update(payload)
     return metadata
 
 
 class _Responses:
-    """Responses already built, by everything that goes into them. Most requests repeat a
-    few outcomes (the same cached token, the same denial), so most answers are found here.
-    Payloads are compared by identity (and held, so an identity is never reused while
-    remembered). Answers to invalid tokens, whose realm names each path, are not kept."""
+    """Responses already built, by the facts they are built from. Most requests repeat a few
+    outcomes (the same cached token, the same denial), so most answers are found here.
+    Answers to invalid tokens, whose realm names each path, are not kept."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max_entries = max_entries
-        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, external_auth_pb2.CheckResponse]]
+        self._entries: OrderedDict[ResponseFacts, external_auth_pb2.CheckResponse]
         self._entries = OrderedDict()
 
-    @staticmethod
-    def key(decision: Decision) -> tuple[Any, ...]:
-        authn, authz = decision.authn, decision.authz
-        return (
-            decision.verdict, decision.http_status, decision.body, decision.response_headers,
-            decision.reason, decision.generation, authn.principal, authn.headers_to_set,
-            authn.headers_to_remove, authn.params_to_remove,
-            tuple((issuer, id(payload)) for issuer, payload in authn.payloads.items()),
-            authz.policy if authz else "", authz.rule if authz else None,
-            authz.detail if authz else "", authz.audits if authz else (),
-            authz.dry_run if authz else (),
-        )  # fmt: skip
-
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        facts = response_facts(decision)
         # Kept only for decisions that can come back: not 401s, nor refusals and internal
         # errors (no validity), whose reasons may quote whatever the request carried.
         if decision.verdict is Verdict.UNAUTHENTICATED or decision.authn.validity is None:
-            return build_response(decision)
-        key = self.key(decision)
-        payloads = tuple(decision.authn.payloads.values())
-        found = self._entries.get(key)
-        if found is not None and all(a is b for a, b in zip(found[0], payloads, strict=True)):
-            self._entries.move_to_end(key)
-            return found[1]
-        response = build_response(decision)
-        self._entries[key] = (payloads, response)
+            return _build(facts)
+        found = self._entries.get(facts)
+        if found is not None:
+            self._entries.move_to_end(facts)
+            return found
+        response = self._entries[facts] = _build(facts)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
         return response
@@ -223,25 +262,28 @@ def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 def build_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     """A new CheckResponse for a decision (to_response gives the one already built)."""
-    status = status_pb2.Status(code=_GRPC_CODE[decision.verdict])
-    metadata = _metadata(decision)
-    if decision.is_allowed:
-        authn = decision.authn
+    return _build(response_facts(decision))
+
+
+def _build(facts: ResponseFacts) -> external_auth_pb2.CheckResponse:
+    summary = facts.summary
+    status = status_pb2.Status(code=_GRPC_CODE[summary.verdict])
+    if summary.verdict is Verdict.ALLOW:
         return external_auth_pb2.CheckResponse(
             status=status,
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=_header_options(authn.headers_to_set),
-                headers_to_remove=list(authn.headers_to_remove),
-                query_parameters_to_remove=list(authn.params_to_remove),
+                headers=_header_options(facts.headers_to_set),
+                headers_to_remove=list(facts.headers_to_remove),
+                query_parameters_to_remove=list(facts.params_to_remove),
             ),
-            dynamic_metadata=metadata,
+            dynamic_metadata=_metadata(facts),
         )
     return external_auth_pb2.CheckResponse(
         status=status,
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.http_status),
-            headers=_header_options(decision.response_headers),
-            body=decision.body,
+            status=http_status_pb2.HttpStatus(code=summary.status),
+            headers=_header_options(facts.response_headers),
+            body=facts.body,
         ),
-        dynamic_metadata=metadata,
+        dynamic_metadata=_metadata(facts),
     )

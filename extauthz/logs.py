@@ -20,6 +20,7 @@ from typing import TextIO, cast
 
 from extauthz.attributes import RequestAttributes
 from extauthz.decision import Decision
+from extauthz.summary import summarize
 
 decision_log = logging.getLogger("extauthz.decision")
 MODES = ("all", "denials", "none")
@@ -192,27 +193,28 @@ class DecisionLogger:
         )
 
     def _decision_part(self, decision: Decision) -> dict[str, object]:
-        authn, authz = decision.authn, decision.authz
+        summary = summarize(decision)
         part: dict[str, object] = {
-            "decision": decision.verdict.value,
-            "status": decision.http_status,
-            "reason": decision.reason,
-            "jwt_status": authn.status.name,
-            "policy": authz.policy if authz else "",
-            "rule": authz.rule if authz else None,
-            "detail": authz.detail if authz else "",
+            "decision": summary.verdict.value,
+            "status": summary.status,
+            "reason": summary.reason,
+            "jwt_status": summary.jwt_status.name,
+            "policy": summary.policy,
+            "rule": summary.rule,
+            "detail": summary.detail,
             # Read from tokens that may not have verified: a client's text, cut to size.
-            "issuer": authn.issuer[:_MAX_TOKEN_FIELD_CHARS],
-            "subject": authn.subject[:_MAX_TOKEN_FIELD_CHARS],
-            "kid": authn.kid[:_MAX_TOKEN_FIELD_CHARS],
-            "generation": decision.generation,
+            "issuer": summary.issuer[:_MAX_TOKEN_FIELD_CHARS],
+            "subject": summary.subject[:_MAX_TOKEN_FIELD_CHARS],
+            "kid": summary.kid[:_MAX_TOKEN_FIELD_CHARS],
+            "generation": summary.generation,
         }
-        if authz and authz.audits:
-            part["audit"] = [str(match) for match in authz.audits]
-        if authz and authz.dry_run:
-            part["dry_run"] = [str(match) for match in authz.dry_run]
-        if self.claims and authn.claims:
-            part["claims"] = {k: authn.claims[k] for k in self.claims if k in authn.claims}
+        if summary.audits:
+            part["audit"] = list(summary.audits)
+        if summary.dry_run:
+            part["dry_run"] = list(summary.dry_run)
+        claims = decision.authn.claims
+        if self.claims and claims:
+            part["claims"] = {k: claims[k] for k in self.claims if k in claims}
         return part
 
 

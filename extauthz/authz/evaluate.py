@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.result import AuthnResult
+from extauthz.authz.reads import Reads
 from extauthz.authz.rules import CompiledRule, compile_rule
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import AuthorizationPolicy
@@ -18,6 +19,12 @@ class CompiledPolicy:
     action: str
     is_dry_run: bool
     rules: tuple[CompiledRule, ...]
+
+    @property
+    def reads(self) -> Reads:
+        """What deciding with this policy reads of a request: what any of its rules reads
+        (a rule after the first match is not evaluated, but may be for another request)."""
+        return Reads.union(rule.reads for rule in self.rules)
 
     def first_match(self, attrs: RequestAttributes, authn: AuthnResult) -> int | None:
         """The index of the first matching rule; a policy without rules matches nothing."""

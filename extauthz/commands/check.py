@@ -1,4 +1,4 @@
-"""`extauthz check`: one request through the pure core, explained."""
+"""`extauthz check`: one request, as Envoy would send it, through the pure core, explained."""
 
 from __future__ import annotations
 
@@ -8,20 +8,25 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
+from envoy.service.auth.v3 import external_auth_pb2
+
+from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import is_cors_preflight
 from extauthz.authn.jwks import KeyStore
 from extauthz.authn.jwks_fetcher import JwksFetcher
 from extauthz.authn.providers import JwksSource
+from extauthz.authn.status import JwtStatus
 from extauthz.commands.common import DEFAULT_HOST, EXIT_ALLOWED, EXIT_DENIED, UsageError, read_file
 from extauthz.config.compile import Snapshot, compile_generation
 from extauthz.config.parse import load_config
 from extauthz.config.workload import DEFAULT_ROOT_NAMESPACE, Workload, parse_labels
 from extauthz.decision import Decision, Verdict, decide
+from extauthz.envoy_api import response_facts, to_attributes
+from extauthz.summary import DecisionSummary
 
 # -- one request ----------------------------------------------------------------------------
 
@@ -43,7 +48,7 @@ def parse_header(text: str) -> tuple[str, str]:
     return text[:colon].strip().lower(), text[colon + 1 :].strip()
 
 
-def request_attributes(
+def check_request(
     raw_path: str,
     *,
     method: str = "GET",
@@ -51,12 +56,11 @@ def request_attributes(
     headers: Iterable[tuple[str, str]] = (),
     token: str = "",
     source_ip: str = "",
-    remote_ip: str = "",
     port: int = 0,
     principal: str = "",
-) -> RequestAttributes:
-    """What Envoy would hand over for this request: lower-case headers with the pseudo-headers,
-    the path split from its query, remote.ip from x-forwarded-for as with 0 trusted hops."""
+) -> external_auth_pb2.CheckRequest:
+    """The CheckRequest Envoy would send for this request: lower-case headers with the
+    pseudo-headers, the path with its query, the peer's address and identity."""
     if not raw_path.startswith("/"):
         raise UsageError(f"path {raw_path!r} must start with /")
     merged: dict[str, str] = {}
@@ -71,20 +75,39 @@ def request_attributes(
             raise UsageError("a token and an Authorization header were both given; pass one")
         merged["authorization"] = f"Bearer {token}"
     merged.update({":authority": host, ":method": method, ":path": raw_path, ":scheme": "http"})
-    path, query = split_path(raw_path)
-    source_ip = _ip(source_ip, "source ip")
-    return RequestAttributes(
-        method=method,
-        host=host,
-        path=path,
-        query=query,
-        headers=MappingProxyType(merged),
-        source_ip=source_ip,
-        remote_ip=_ip(remote_ip, "remote ip")
-        or trusted_client_ip(merged.get("x-forwarded-for"), source_ip),
-        destination_port=port,
-        source_principal=principal,
-    )
+    request = external_auth_pb2.CheckRequest()
+    attributes = request.attributes
+    http = attributes.request.http
+    http.method, http.host, http.path, http.scheme = method, host, raw_path, "http"
+    http.headers.update(merged)
+    attributes.source.address.socket_address.address = _ip(source_ip, "source ip")
+    attributes.source.principal = principal
+    attributes.destination.address.socket_address.port_value = port
+    return request
+
+
+def request_attributes(
+    raw_path: str,
+    *,
+    method: str = "GET",
+    host: str = "",
+    headers: Iterable[tuple[str, str]] = (),
+    token: str = "",
+    source_ip: str = "",
+    remote_ip: str = "",
+    port: int = 0,
+    principal: str = "",
+) -> RequestAttributes:
+    """This request as `serve` sees it: its CheckRequest through the same conversion, so
+    remote.ip comes from x-forwarded-for as with 0 trusted hops, unless `remote_ip` names the
+    client a trusted proxy would have found."""
+    request = check_request(
+        raw_path, method=method, host=host, headers=headers, token=token, source_ip=source_ip,
+        port=port, principal=principal,
+    )  # fmt: skip
+    attrs = to_attributes(request)
+    remote_ip = _ip(remote_ip, "remote ip")
+    return replace(attrs, remote_ip=remote_ip) if remote_ip else attrs
 
 
 def load_snapshot(paths: Sequence[str | Path], workload: Workload, root_namespace: str) -> Snapshot:
@@ -217,14 +240,14 @@ def run_check(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if decision.verdict is Verdict.ALLOW else EXIT_DENIED
 
 
-def _jwt_summary(attrs: RequestAttributes, snapshot: Snapshot, decision: Decision) -> str:
-    authn, status = decision.authn, decision.authn.status
-    if not authn.is_ok:
-        facts = (("iss", authn.issuer), ("sub", authn.subject), ("kid", authn.kid))
+def _jwt_summary(attrs: RequestAttributes, snapshot: Snapshot, summary: DecisionSummary) -> str:
+    status = summary.jwt_status
+    if status is not JwtStatus.Ok:
+        facts = (("iss", summary.issuer), ("sub", summary.subject), ("kid", summary.kid))
         known = ", ".join(f"{name} {value}" for name, value in facts if value)
         return f"{status.name}: {status.message}" + (f" ({known})" if known else "")
-    if authn.principal:
-        return f"Ok: verified, request principal {authn.principal}"
+    if summary.principal:
+        return f"Ok: verified, request principal {summary.principal}"
     if not snapshot.providers.providers:
         return "Ok: no RequestAuthentication applies, so tokens are not looked at"
     if is_cors_preflight(attrs):
@@ -235,14 +258,16 @@ def _jwt_summary(attrs: RequestAttributes, snapshot: Snapshot, decision: Decisio
 def explain(
     attrs: RequestAttributes, snapshot: Snapshot, decision: Decision, store: KeyStore
 ) -> dict[str, Any]:
-    """Everything `check` knows about a decision, as plain JSON values."""
-    authn, authz = decision.authn, decision.authz
+    """Everything `check` knows about a decision, as plain JSON values: what the decision
+    said and the response made of it, as `serve` would send them."""
+    response = response_facts(decision)
+    summary = response.summary
     return {
-        "verdict": decision.verdict.value,
-        "status": decision.http_status,
-        "body": decision.body,
-        "reason": decision.reason,
-        "response_headers": dict(decision.response_headers),
+        "verdict": summary.verdict.value,
+        "status": summary.status,
+        "body": response.body,
+        "reason": summary.reason,
+        "response_headers": dict(response.response_headers),
         "request": {
             "method": attrs.method,
             "host": attrs.host,
@@ -256,25 +281,25 @@ def explain(
         },
         "applied": list(snapshot.applied),
         "jwt": {
-            "status": authn.status.name,
-            "message": authn.status.message,
-            "summary": _jwt_summary(attrs, snapshot, decision),
-            "principal": authn.principal,
-            "issuer": authn.issuer,
-            "subject": authn.subject,
-            "kid": authn.kid,
+            "status": summary.jwt_status.name,
+            "message": summary.jwt_status.message,
+            "summary": _jwt_summary(attrs, snapshot, summary),
+            "principal": summary.principal,
+            "issuer": summary.issuer,
+            "subject": summary.subject,
+            "kid": summary.kid,
         },
-        "policy": authz.policy if authz else "",
-        "rule": authz.rule if authz else None,
-        "detail": authz.detail if authz else "",
-        "audits": [str(match) for match in authz.audits] if authz else [],
-        "dry_run": [str(match) for match in authz.dry_run] if authz else [],
+        "policy": summary.policy,
+        "rule": summary.rule,
+        "detail": summary.detail,
+        "audits": list(summary.audits),
+        "dry_run": list(summary.dry_run),
         "upstream": {
-            "headers_to_remove": list(authn.headers_to_remove),
-            "headers_to_set": dict(authn.headers_to_set),
-            "params_to_remove": list(authn.params_to_remove),
+            "headers_to_remove": list(response.headers_to_remove),
+            "headers_to_set": dict(response.headers_to_set),
+            "params_to_remove": list(response.params_to_remove),
         }
-        if decision.is_allowed
+        if summary.verdict is Verdict.ALLOW
         else None,
         "jwks": {
             state.uri: {"keys": len(state.keys) if state.keys else 0, "error": state.last_error}

@@ -7,27 +7,24 @@ remember an answer by those values alone (decision_memo.py) instead of convertin
 deciding again. Over-listing only costs hits; under-listing would be a wrong answer, so
 anything not understood here makes the workload's decisions unremembered.
 
-Method, host, and the path with its query (where `access_token` lives) are always read.
+Nothing here names a policy field: each rule declares what it reads (authz/fields.py), each
+provider where its tokens are; this module only says where each of those values arrives in
+a CheckRequest (as envoy_api.to_attributes reads it). Method, host, and the path with its
+query (where `access_token` lives) are always read.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from extauthz.authn.extract import Location
 from extauthz.authn.providers import ProviderSet
-from extauthz.config.resources import AuthorizationPolicy, Condition
-
-_HEADER_KEY = re.compile(r"^request\.headers\[([^\[\]]+)\]$")
-_XFF = "x-forwarded-for"  # remote.ip is read from it (with the direct peer)
-
-# `when` keys answered by the token (covered by the token's location) or by method, host
-# and path, which are always read.
-_FROM_TOKEN = ("request.auth.",)
-_PEER_KEYS = {"source.ip": "source", "remote.ip": "remote", "source.namespace": "principal",
-              "source.principal": "principal", "destination.ip": "destination",
-              "destination.port": "destination", "connection.sni": "sni"}  # fmt: skip
+from extauthz.authz.evaluate import CompiledPolicy
+from extauthz.authz.reads import Reads, RequestValue
+from extauthz.authz.rules import rule_reads
+from extauthz.config.parse import ConfigError
+from extauthz.config.resources import AuthorizationPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,61 +38,70 @@ class DecisionInputs:
 
 
 NOT_REMEMBERED = DecisionInputs(rememberable=False)
+_ALWAYS_READ = DecisionInputs()
+_XFF = "x-forwarded-for"
+
+# Where each value a rule can read arrives in a CheckRequest. A value without an entry
+# (scheme, source port, request id, context extensions) is not in the key: a workload whose
+# rules read one is decided every time.
+_RAW: Mapping[RequestValue, DecisionInputs] = {
+    RequestValue.METHOD: _ALWAYS_READ,
+    RequestValue.HOST: _ALWAYS_READ,
+    RequestValue.PATH: _ALWAYS_READ,
+    RequestValue.QUERY: _ALWAYS_READ,  # http.path keeps the query
+    RequestValue.AUTHN: _ALWAYS_READ,  # the token, at the providers' locations
+    RequestValue.SOURCE_IP: DecisionInputs(source_ip=True),
+    # Envoy's client address: x-forwarded-for, or the direct peer without one.
+    RequestValue.REMOTE_IP: DecisionInputs(source_ip=True, headers=(_XFF,)),
+    RequestValue.DESTINATION_IP: DecisionInputs(destination=True),
+    RequestValue.DESTINATION_PORT: DecisionInputs(destination=True),
+    # Also the peer's namespace, read out of its principal.
+    RequestValue.SOURCE_PRINCIPAL: DecisionInputs(source_principal=True),
+    RequestValue.SNI: DecisionInputs(sni=True),
+}
 
 
 def decision_inputs(
-    providers: ProviderSet, policies: Iterable[AuthorizationPolicy]
+    providers: ProviderSet, policies: Iterable[CompiledPolicy | AuthorizationPolicy]
 ) -> DecisionInputs:
-    headers: dict[str, None] = {}
-    reads: set[str] = set()
-    for location in providers.locations:
-        if location.kind == "header":
-            headers[location.name] = None
-        elif location.kind == "cookie":
-            headers["cookie"] = None
-        # "param": in the query, which is always read
-    for policy in policies:
-        for rule in policy.rules:
-            for source in rule.sources:
-                if source.principals or source.not_principals:
-                    reads.add("principal")
-                if source.namespaces or source.not_namespaces:
-                    reads.add("principal")
-                if source.ip_blocks or source.not_ip_blocks:
-                    reads.add("source")
-                if source.remote_ip_blocks or source.not_remote_ip_blocks:
-                    reads.add("remote")
-            for operation in rule.operations:
-                if operation.ports or operation.not_ports:
-                    reads.add("destination")
-            for condition in rule.conditions:
-                read = _condition_reads(condition)
-                if read is None:
-                    return NOT_REMEMBERED
-                if read.startswith("header:"):
-                    headers[read.removeprefix("header:")] = None
-                elif read:
-                    reads.add(read)
-    if "remote" in reads:
-        headers[_XFF] = None
-    return DecisionInputs(
-        headers=tuple(headers),
-        source_ip=bool(reads & {"source", "remote"}),
-        destination="destination" in reads,
-        source_principal="principal" in reads,
-        sni="sni" in reads,
-    )
+    """The inputs of the decisions made with these providers and policies. Compiled policies
+    say what they read; a policy as read from YAML is looked up field by field with the same
+    declarations (a `when` key none is declared for makes the decisions unremembered)."""
+    token = [_token_inputs(location) for location in providers.locations]
+    try:
+        reads = Reads.union(_reads_of(policy) for policy in policies)
+    except ConfigError:
+        return NOT_REMEMBERED
+    # In RequestValue's order, so a workload's key has the same layout in every process.
+    raw = [_RAW.get(value) for value in RequestValue if value in reads.values]
+    parts = [*token, DecisionInputs(headers=reads.headers), *raw]
+    return _union(parts)
 
 
-def _condition_reads(condition: Condition) -> str | None:
-    """What one `when` condition reads: "" for the token, "header:<name>", a peer value,
-    or None for a key not understood here."""
-    key = condition.key
-    if key.startswith(_FROM_TOKEN):
-        return ""
-    if key in _PEER_KEYS:
-        return _PEER_KEYS[key]
-    header = _HEADER_KEY.match(key)
-    if header:
-        return "header:" + header.group(1).lower()
+def _token_inputs(location: Location) -> DecisionInputs | None:
+    if location.kind == "header":
+        return DecisionInputs(headers=(location.name,))
+    if location.kind == "cookie":
+        return DecisionInputs(headers=("cookie",))
+    if location.kind == "param":
+        return _ALWAYS_READ  # in the query
     return None
+
+
+def _reads_of(policy: CompiledPolicy | AuthorizationPolicy) -> Reads:
+    if isinstance(policy, CompiledPolicy):
+        return policy.reads
+    return Reads.union(rule_reads(rule) for rule in policy.rules)
+
+
+def _union(parts: list[DecisionInputs | None]) -> DecisionInputs:
+    known = [part for part in parts if part is not None and part.rememberable]
+    if len(known) < len(parts):
+        return NOT_REMEMBERED
+    return DecisionInputs(
+        headers=tuple(dict.fromkeys(name for part in known for name in part.headers)),
+        source_ip=any(part.source_ip for part in known),
+        destination=any(part.destination for part in known),
+        source_principal=any(part.source_principal for part in known),
+        sni=any(part.sni for part in known),
+    )

@@ -1,0 +1,200 @@
+"""Istio's rule fields and `when` keys: how each reads a request, and what that reads.
+
+One Lookup per field or key holds the getter and, beside it, the request values it reads
+(answers are remembered by exactly those values, see config/inputs.py; and
+tests/unit/test_rule_inputs.py checks every getter against its declaration), and how the
+field's values compile (Istio strings, IP blocks or ports).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from extauthz.attributes import RequestAttributes
+from extauthz.authn.result import AuthnResult
+from extauthz.authz.match import IpMatcher, StringMatcher
+from extauthz.authz.reads import Reads, RequestValue
+from extauthz.config.parse import ConfigError
+
+Predicate = Callable[[RequestAttributes, AuthnResult], bool]
+# An attribute getter returns every value the attribute has (empty when absent).
+Getter = Callable[[RequestAttributes, AuthnResult], Sequence[str]]
+
+_SPIFFE = "spiffe://"
+_NAMESPACE_IN_PRINCIPAL = re.compile(r"/ns/([^/]+)/")
+_CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
+_HEADER_KEY = re.compile(r"^request\.headers\[([^\[\]]+)\]$")
+
+
+def _one(value: str) -> Sequence[str]:
+    return (value,) if value else ()
+
+
+def peer_principal(attrs: RequestAttributes) -> str:
+    principal = attrs.source_principal
+    return principal[len(_SPIFFE) :] if principal.startswith(_SPIFFE) else principal
+
+
+def peer_namespace(attrs: RequestAttributes) -> str:
+    found = _NAMESPACE_IN_PRINCIPAL.search(attrs.source_principal)
+    return found.group(1) if found else ""
+
+
+def remote_ip(attrs: RequestAttributes) -> str:
+    return attrs.remote_ip or attrs.source_ip
+
+
+def _claim_values(claims: Any, path: Sequence[str]) -> Sequence[str]:
+    value = claims
+    for step in path:
+        if not isinstance(value, Mapping) or step not in value:
+            return ()
+        value = value[step]
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()
+
+
+def _host_values(attrs: RequestAttributes) -> Sequence[str]:
+    # `hosts` match the authority with or without its port.
+    host = attrs.host
+    if not host:
+        return ()
+    bare = host.rsplit(":", 1)[0] if not host.endswith("]") and host.count(":") == 1 else host
+    return (host, bare) if bare != host else (host,)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One request value that rule fields test: how it is read, what of the request that
+    reads, and how the field's values compile."""
+
+    get: Getter
+    reads: Reads
+    build: Callable[[Lookup, Sequence[str], bool], Predicate]
+    ignore_case: bool = False  # `hosts`
+    templates: bool = False  # `paths`: {*} and {**}
+
+    def predicate(self, values: Sequence[str], *, negate: bool) -> Predicate:
+        return self.build(self, values, negate)
+
+
+def _string_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+    matcher = StringMatcher(values, ignore_case=lookup.ignore_case, templates=lookup.templates)
+    getter = lookup.get
+    if negate:
+        return lambda attrs, authn: not matcher.matches_any(getter(attrs, authn))
+    return lambda attrs, authn: matcher.matches_any(getter(attrs, authn))
+
+
+def _ip_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+    matcher = IpMatcher(values)
+    getter = lookup.get
+    if negate:
+        return lambda attrs, authn: not any(matcher.matches(v) for v in getter(attrs, authn))
+    return lambda attrs, authn: any(matcher.matches(v) for v in getter(attrs, authn))
+
+
+def _port_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+    ports = frozenset(values)
+    for port in ports:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"port {port!r} is not a number from 1 to 65535")
+    getter = lookup.get
+    if negate:
+        return lambda attrs, authn: not ports.intersection(getter(attrs, authn))
+    return lambda attrs, authn: bool(ports.intersection(getter(attrs, authn)))
+
+
+def _claim(*path: str) -> Lookup:
+    return Lookup(
+        lambda attrs, authn: _claim_values(authn.claims, path),
+        Reads.of(RequestValue.AUTHN),
+        _string_field,
+    )
+
+
+def _header(name: str) -> Lookup:
+    return Lookup(
+        lambda attrs, authn: _one(attrs.headers.get(name, "")),
+        Reads.of(headers=(name,)),
+        _string_field,
+    )
+
+
+_V = RequestValue
+_PEER_PRINCIPAL = Lookup(
+    lambda attrs, authn: _one(peer_principal(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
+)
+_REQUEST_PRINCIPAL = Lookup(
+    lambda attrs, authn: _one(authn.principal), Reads.of(_V.AUTHN), _string_field
+)
+_NAMESPACE = Lookup(
+    lambda attrs, authn: _one(peer_namespace(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
+)
+_SOURCE_IP = Lookup(lambda attrs, authn: _one(attrs.source_ip), Reads.of(_V.SOURCE_IP), _ip_field)
+# remote.ip falls back to the direct peer when Envoy found no client address.
+_REMOTE_IP = Lookup(
+    lambda attrs, authn: _one(remote_ip(attrs)), Reads.of(_V.REMOTE_IP, _V.SOURCE_IP), _ip_field
+)
+_HOST = Lookup(
+    lambda attrs, authn: _host_values(attrs), Reads.of(_V.HOST), _string_field, ignore_case=True
+)
+_PORT = Lookup(
+    lambda attrs, authn: _one(str(attrs.destination_port or "")),
+    Reads.of(_V.DESTINATION_PORT),
+    _port_field,
+)
+_METHOD = Lookup(lambda attrs, authn: _one(attrs.method), Reads.of(_V.METHOD), _string_field)
+_PATH = Lookup(
+    lambda attrs, authn: _one(attrs.path), Reads.of(_V.PATH), _string_field, templates=True
+)
+
+# field name -> its lookup (`not_<field>` reads the same); `when` key -> its lookup.
+SOURCE_FIELDS: Mapping[str, Lookup] = {
+    "principals": _PEER_PRINCIPAL,
+    "request_principals": _REQUEST_PRINCIPAL,
+    "namespaces": _NAMESPACE,
+    "ip_blocks": _SOURCE_IP,
+    "remote_ip_blocks": _REMOTE_IP,
+}
+OPERATION_FIELDS: Mapping[str, Lookup] = {
+    "hosts": _HOST,
+    "ports": _PORT,
+    "methods": _METHOD,
+    "paths": _PATH,
+}
+CONDITION_KEYS: Mapping[str, Lookup] = {
+    "source.ip": _SOURCE_IP,
+    "remote.ip": _REMOTE_IP,
+    "source.namespace": _NAMESPACE,
+    "source.principal": _PEER_PRINCIPAL,
+    "request.auth.principal": _REQUEST_PRINCIPAL,
+    "request.auth.audiences": _claim("aud"),
+    "request.auth.presenter": _claim("azp"),
+    "destination.ip": Lookup(
+        lambda attrs, authn: _one(attrs.destination_ip), Reads.of(_V.DESTINATION_IP), _ip_field
+    ),
+    "destination.port": _PORT,
+    "connection.sni": Lookup(lambda attrs, authn: _one(attrs.sni), Reads.of(_V.SNI), _string_field),
+}
+
+
+def condition_lookup(key: str) -> Lookup:
+    """The lookup of a `when` key; a key no lookup is declared for is a ConfigError (so it
+    can neither be enforced nor remembered by)."""
+    found = CONDITION_KEYS.get(key)
+    if found is not None:
+        return found
+    header = _HEADER_KEY.match(key)
+    if header:
+        return _header(header.group(1).lower())
+    claim = _CLAIM_KEY.match(key)
+    if claim:
+        return _claim(*re.findall(r"\[([^\[\]]+)\]", claim.group(1)))
+    raise ConfigError(f"when.key {key!r} is not a key Istio supports for HTTP")
