@@ -87,10 +87,6 @@ def group_policies(compiled: Iterable[CompiledPolicy]) -> CompiledPolicies:
     )
 
 
-def compile_policies(policies: Iterable[AuthorizationPolicy]) -> CompiledPolicies:
-    return group_policies(c for c in map(compile_policy, policies) if c is not None)
-
-
 def _matches(
     policies: Iterable[CompiledPolicy], attrs: RequestAttributes, authn: AuthnResult
 ) -> tuple[PolicyMatch, ...]:

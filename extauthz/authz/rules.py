@@ -24,14 +24,9 @@ from extauthz.authz.fields import (
     condition_lookup,
 )
 from extauthz.authz.reads import Reads
-from extauthz.config.resources import Condition, Operation, Rule, Source
+from extauthz.config.resources import Condition, Operation, Rule, Source, yaml_name
 
 Named = tuple[str, Predicate]
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _set_fields(
@@ -42,7 +37,7 @@ def _set_fields(
         for attr, negate in ((name, False), (f"not_{name}", True)):
             values: tuple[str, ...] = getattr(spec, attr)
             if values:
-                yield _camel(attr), lookup, values, negate
+                yield yaml_name(attr), lookup, values, negate
 
 
 def _field_predicates(spec: Source | Operation, fields: Mapping[str, Lookup]) -> list[Named]:

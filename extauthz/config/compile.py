@@ -87,7 +87,7 @@ class Generation:
                 [f"RequestAuthentication {a.meta.ref}" for a, _ in authns]
                 + [f"AuthorizationPolicy {p.meta.ref} ({p.action})" for p, _ in policies]
             ),
-            inputs=decision_inputs(providers, (p for p, _ in policies)),
+            inputs=decision_inputs(providers, (c for _, c in policies if c is not None)),
         )
 
     @property

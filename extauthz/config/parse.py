@@ -33,6 +33,7 @@ from extauthz.config.resources import (
     Selector,
     Source,
     TargetRef,
+    yaml_name,
 )
 
 __all__ = ["ConfigError", "config_files", "load_config", "parse_documents"]
@@ -224,14 +225,9 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
 
 def _fields_of(cls: type, value: Any, where: _Where) -> dict[str, tuple[str, ...]]:
     """Map camelCase YAML list-of-string fields onto a dataclass's snake_case fields."""
-    names = {_camel(name): name for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+    names = {yaml_name(name): name for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
     spec = _mapping(value, where, names)
     return {names[key]: _strings(item, where.at(key)) for key, item in spec.items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _source(value: Any, where: _Where) -> Source:

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
+def yaml_name(field_name: str) -> str:
+    """The CRD's camelCase name of a snake_case field here: not_request_principals ->
+    notRequestPrincipals."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Where a resource came from, for error messages and decision explanations."""
