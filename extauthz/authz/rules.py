@@ -12,7 +12,7 @@ a compiled rule's `reads` is the union of its fields' declarations.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.result import AuthnResult
@@ -93,17 +93,13 @@ class CompiledRule:
     # ("from", [fields of source 0, fields of source 1, ...]), ("to", ...), ("when[k]", ...)
     parts: tuple[tuple[str, tuple[tuple[Named, ...], ...]], ...]
     reads: Reads  # what `matches` reads of a request (rule_reads)
-    # The "matched" explanation, made on first use when it cannot depend on the request.
-    match_text: list[str] = field(default_factory=list, compare=False, repr=False)
+    # The "matched" explanation when it cannot depend on the request (every part has one
+    # alternative, the usual case), made when the rule is compiled; None otherwise.
+    match_text: str | None = None
 
     def explain_match(self, attrs: RequestAttributes, authn: AuthnResult) -> str:
-        """`explain` for a rule known to match. When each part has one alternative (the usual
-        case) the text cannot depend on the request, so it is made once per rule."""
-        if not all(len(alternatives) == 1 for _, alternatives in self.parts):
-            return self.explain(attrs, authn)
-        if not self.match_text:
-            self.match_text.append(self.explain(attrs, authn))
-        return self.match_text[0]
+        """`explain` for a rule known to match."""
+        return self.match_text or self.explain(attrs, authn)
 
     def explain(self, attrs: RequestAttributes, authn: AuthnResult) -> str:
         """Which parts matched, or the first that did not, e.g.
@@ -129,9 +125,26 @@ def _first_matching(
 ) -> str | None:
     for number, fields in enumerate(alternatives):
         if all(predicate(attrs, authn) for _, predicate in fields):
-            names = ",".join(name for name, _ in fields) or "{}"
-            return f"{part}[{number}].{names}" if part in ("from", "to") else part
+            return _alternative_text(part, number, fields)
     return None
+
+
+def _alternative_text(part: str, number: int, fields: tuple[Named, ...]) -> str:
+    names = ",".join(name for name, _ in fields) or "{}"
+    return f"{part}[{number}].{names}" if part in ("from", "to") else part
+
+
+Parts = list[tuple[str, tuple[tuple[Named, ...], ...]]]
+
+
+def _fixed_match_text(index: int, parts: Parts) -> str | None:
+    """What `explain` says of a matching rule whose every part has one alternative."""
+    if not all(len(alternatives) == 1 for _, alternatives in parts):
+        return None
+    matched = [_alternative_text(part, 0, alternatives[0]) for part, alternatives in parts]
+    return f"rules[{index}]: " + (
+        " and ".join(matched) + " matched" if matched else "empty rule matches every request"
+    )
 
 
 def _first_miss(
@@ -152,7 +165,7 @@ def _first_miss(
 
 
 def compile_rule(rule: Rule, index: int) -> CompiledRule:
-    parts: list[tuple[str, tuple[tuple[Named, ...], ...]]] = []
+    parts: Parts = []
     if rule.sources:
         sources = tuple(
             tuple((f"source.{n}", p) for n, p in _field_predicates(s, SOURCE_FIELDS))
@@ -170,4 +183,6 @@ def compile_rule(rule: Rule, index: int) -> CompiledRule:
     predicate = _all_of(
         [_any_of([_all_of([p for _, p in fields]) for fields in alts]) for _, alts in parts]
     )
-    return CompiledRule(index, predicate, tuple(parts), rule_reads(rule))
+    return CompiledRule(
+        index, predicate, tuple(parts), rule_reads(rule), _fixed_match_text(index, parts)
+    )
