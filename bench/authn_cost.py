@@ -29,7 +29,7 @@ from extauthz.config.parse import parse_documents
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload
 from extauthz.decision import decide
-from extauthz.envoy_api import to_attributes, to_response
+from extauthz.envoy_api import Responses, to_attributes
 from extauthz.grpc_service import AuthorizationService
 from extauthz.logs import DecisionLogger
 from extauthz.metrics import Metrics
@@ -149,11 +149,16 @@ def main() -> None:
         ) -> object:
             return decide(attrs[i], snapshot, no_remote, now, cache)
 
+        responses = Responses()
+
         def whole(
-            i: int, requests: list[CheckRequest] = requests, cache: VerifiedTokenCache = cache
+            i: int,
+            requests: list[CheckRequest] = requests,
+            cache: VerifiedTokenCache = cache,
+            responses: Responses = responses,
         ) -> object:
             decision = decide(to_attributes(requests[i]), snapshot, no_remote, now, cache)
-            return to_response(decision)
+            return responses.get(decision)
 
         wire = [request.SerializeToString() for request in requests]
         never_seen = _checks_us(partial(_service, snapshot), wire)
@@ -164,7 +169,7 @@ def main() -> None:
         rows.append((f"{alg} fresh token: decide (signature verified)", _per_call_us(fresh, n)))
         rows.append((f"{alg} cached token: decide", _per_call_us(cached, n)))
         rows.append(
-            (f"{alg} cached token: to_attributes + decide + to_response", _per_call_us(whole, n))
+            (f"{alg} cached token: to_attributes + decide + response", _per_call_us(whole, n))
         )
     anonymous = to_attributes(_request(""))
     denied = _per_call_us(lambda i: decide(anonymous, snapshot, no_remote, now), n)

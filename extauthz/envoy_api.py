@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -14,6 +13,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
+from extauthz.bounded import BoundedCache
 from extauthz.config.inputs import DecisionInputs
 from extauthz.decision import Decision, Verdict
 from extauthz.summary import DecisionSummary, summarize
@@ -226,42 +226,32 @@ def _metadata(facts: ResponseFacts) -> struct_pb2.Struct:
     return metadata
 
 
-class _Responses:
+class Responses:
     """Responses already built, by the facts they are built from. Most requests repeat a few
-    outcomes (the same cached token, the same denial), so most answers are found here.
-    Answers to invalid tokens, whose realm names each path, are not kept."""
+    outcomes (the same cached token, the same denial), so most answers are found here. Owned
+    by the service (one per AuthorizationService). Answers to invalid tokens, whose realm
+    names each path, and refusals, which may quote the request, are not kept."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[ResponseFacts, external_auth_pb2.CheckResponse]
-        self._entries = OrderedDict()
+        self._entries: BoundedCache[ResponseFacts, external_auth_pb2.CheckResponse] = BoundedCache(
+            max_entries
+        )
 
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        """The CheckResponse for a decision (built once per distinct outcome; never mutate
+        it)."""
         facts = response_facts(decision)
-        # Kept only for decisions that can come back: not 401s, nor refusals and internal
-        # errors (no validity), whose reasons may quote whatever the request carried.
         if decision.verdict is Verdict.UNAUTHENTICATED or decision.authn.validity is None:
             return _build(facts)
         found = self._entries.get(facts)
-        if found is not None:
-            self._entries.move_to_end(facts)
-            return found
-        response = self._entries[facts] = _build(facts)
-        if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-        return response
-
-
-_responses = _Responses()
-
-
-def to_response(decision: Decision) -> external_auth_pb2.CheckResponse:
-    """The CheckResponse for a decision (built once per distinct outcome; never mutate it)."""
-    return _responses.get(decision)
+        if found is None:
+            found = _build(facts)
+            self._entries.put(facts, found)
+        return found
 
 
 def build_response(decision: Decision) -> external_auth_pb2.CheckResponse:
-    """A new CheckResponse for a decision (to_response gives the one already built)."""
+    """A new CheckResponse for a decision (Responses.get gives the one already built)."""
     return _build(response_facts(decision))
 
 

@@ -19,7 +19,13 @@ from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import Decision, decide, internal_error, refused
 from extauthz.decision_memo import DecisionMemo
-from extauthz.envoy_api import decision_key, log_fields, to_attributes, to_response
+from extauthz.envoy_api import (
+    Responses,
+    build_response,
+    decision_key,
+    log_fields,
+    to_attributes,
+)
 from extauthz.logs import DecisionLogger, request_fields
 from extauthz.metrics import Metrics, policy_matches
 
@@ -34,7 +40,7 @@ _MAX_ROUTE_WORKLOADS = 1024
 MAX_CONTEXT_EXTENSION_CHARS = 4096
 _MAX_QUOTED_CHARS = 200
 # Built once: the answer when even building an answer failed.
-_LAST_RESORT = to_response(internal_error("response could not be built"))
+_LAST_RESORT = build_response(internal_error("response could not be built"))
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -56,6 +62,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._xff_hops = xff_num_trusted_hops
         self._decision_log = decision_logger or DecisionLogger()
         self._counts = metrics.checks
+        self._responses = Responses()
         self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
         self._generation: Generation | None = None  # what the memo and the snapshot are of
         # Set with _generation, before any use: the CLI's workload's snapshot of it, and
@@ -126,7 +133,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             self._metrics.check_errors.inc()
             self._counts.count("deny")
             try:
-                return to_response(internal_error(type(exc).__name__))
+                return build_response(internal_error(type(exc).__name__))
             except Exception:
                 return _LAST_RESORT
         elapsed = time.perf_counter() - started
@@ -147,7 +154,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._counts.record(decision.verdict.value, elapsed)
         if self._decision_log.wants(decision):
             self._decision_log.write(log_fields(attributes), decision, elapsed)
-        return to_response(decision)
+        return self._responses.get(decision)
 
     async def _decide(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> _Answer:
         decision = decide(attrs, snapshot, self._keys.keys, now, self._cache)
@@ -157,7 +164,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             # the key set once (single-flight, rate-limited); decide again with it.
             decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
         return _Answer(
-            decision, to_response(decision), decision.verdict.value, policy_matches(decision.authz)
+            decision,
+            self._responses.get(decision),
+            decision.verdict.value,
+            policy_matches(decision.authz),
         )
 
 

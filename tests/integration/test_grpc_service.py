@@ -192,7 +192,9 @@ def test_remote_ip_from_xff(xff: str | None, hops: int, remote: str) -> None:
 
 
 def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None:
-    from extauthz.envoy_api import to_response
+    from extauthz.envoy_api import Responses
+
+    to_response = Responses().get
 
     async def scenario() -> None:
         async with running(SAMPLES / "gateway-policies.yaml") as service:

@@ -204,7 +204,7 @@ class InProcess:
         attrs = to_attributes(request, self.hops)
         snapshot = self.snapshot_of(request)
         decision = decide(attrs, snapshot, self.keys.keys, int(time.time()), None)
-        # Built anew, not through to_response's own memo of responses, so that memo is
+        # Built anew, not through the service's Responses, so that memo is
         # checked too rather than shared by both sides of the comparison.
         return build_response(decision)
 

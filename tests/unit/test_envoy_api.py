@@ -6,7 +6,7 @@ from types import MappingProxyType
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import VerifiedTokenCache
 from extauthz.decision import decide
-from extauthz.envoy_api import to_response
+from extauthz.envoy_api import Responses
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import SAMPLE_ISSUER, mint
 from tests.support.config import snapshot_from
@@ -16,13 +16,14 @@ SNAPSHOT = snapshot_from(
     namespace="istio-system",
     labels="app=istio-ingressgateway",
 )
+RESPONSES = Responses()  # as one service keeps them
 
 
 def _response(token: str, cache: VerifiedTokenCache, path: str = "/api/v1/products/0") -> object:
     attrs = RequestAttributes(
         path=path, headers=MappingProxyType({"authorization": f"Bearer {token}"})
     )
-    return to_response(decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()), cache))
+    return RESPONSES.get(decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()), cache))
 
 
 def test_repeated_outcomes_reuse_one_response_and_distinct_ones_do_not() -> None:

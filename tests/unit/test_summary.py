@@ -21,14 +21,16 @@ from extauthz.commands.check import explain
 from extauthz.decision import Decision, Verdict, internal_error, refused
 from extauthz.envoy_api import (
     ResponseFacts,
+    Responses,
     build_response,
     dynamic_metadata,
     response_facts,
-    to_response,
 )
 from extauthz.logs import DecisionLogger
 from extauthz.summary import DecisionSummary, summarize
 from tests.support.config import snapshot_from
+
+to_response = Responses().get  # one service's responses, remembered
 
 ALICE = AuthnResult(
     JwtStatus.Ok, principal="https://i.example/alice", issuer="https://i.example",
