@@ -36,7 +36,7 @@ from extauthz.connections import (
     grpc_server_options,
 )
 from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import BackgroundWriter, DecisionLogger
+from extauthz.logs import BackgroundWriter, DecisionLogger, DecisionLogSettings
 from extauthz.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Settings:
     xff_num_trusted_hops: int = 0
     watch_interval_seconds: float = 1.0
     reuse_port: bool = False  # set for --workers: several processes share the ports
-    decision_log: DecisionLogger = field(default_factory=DecisionLogger)
+    decision_log: DecisionLogSettings = field(default_factory=DecisionLogSettings)
     drain_seconds: float = 5.0
     config_limits: ConfigLimits = field(default_factory=ConfigLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
@@ -209,7 +209,7 @@ class Service:
             VerifiedTokenCache(),
             self.fetcher.refetch,
             self.settings.xff_num_trusted_hops,
-            self.settings.decision_log,
+            DecisionLogger.of(self.settings.decision_log, self._log_writer),
         )
         self.metrics.watch_memo(authorization.memo)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorization, server)

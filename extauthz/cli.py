@@ -286,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from extauthz.app import Settings, run_event_loop, serve, split_addr
     from extauthz.config.workload import Workload, parse_labels
-    from extauthz.logs import DecisionLogger
+    from extauthz.logs import DecisionLogSettings
 
     try:
         split_addr(args.grpc_addr)
@@ -311,7 +311,7 @@ def _serve(args: argparse.Namespace) -> int:
         reuse_port="PROMETHEUS_MULTIPROC_DIR" in os.environ or args.workers > 1,
         config_limits=config_limits(args),
         connection_limits=limits,
-        decision_log=DecisionLogger(
+        decision_log=DecisionLogSettings(
             args.decision_log,
             args.decision_log_sample,
             tuple(c.strip() for c in args.log_claims.split(",") if c.strip()),

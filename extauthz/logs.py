@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from queue import SimpleQueue
-from typing import TextIO, cast
+from typing import Self, TextIO, cast
 
 from extauthz.attributes import RequestAttributes
+from extauthz.bounded import BoundedCache
 from extauthz.decision import Decision
 from extauthz.summary import summarize
 
@@ -55,9 +56,8 @@ class BackgroundWriter:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
-        _sink[:] = [self._put]
 
-    def _put(self, item: _Item) -> None:
+    def put(self, item: _Item) -> None:
         if self._queue.qsize() >= _MAX_QUEUED:
             BackgroundWriter.dropped += 1
             return
@@ -76,13 +76,10 @@ class BackgroundWriter:
             _emit(batch)
 
     def stop(self) -> None:
-        if _sink and _sink[0] == self._put:
-            _sink.clear()
         self._stopping.set()
         self._thread.join(10)
 
 
-_sink: list[Callable[[_Item], None]] = []  # the running BackgroundWriter's put, if any
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)  # exactly these: write batches
 
 
@@ -128,14 +125,37 @@ def _handlers() -> list[logging.Handler]:
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionLogger:
+class DecisionLogSettings:
     mode: str = "all"  # all | denials | none
     allow_sample: float = 1.0  # with mode "all": the fraction of allowed requests logged
     claims: Sequence[str] = ()  # claims copied into the line (allow-list)
-    # Encoded decision parts by decision identity (see `line`); used by one thread at a time.
-    _fragments: dict[int, tuple[Decision, str]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+
+
+class DecisionLogger:
+    """Writes decision lines: through a BackgroundWriter's thread when given one (what
+    `serve` does), else at once. Owns the encoded decision parts it reuses; used by one
+    thread at a time (the writer's, or the caller's)."""
+
+    def __init__(
+        self,
+        mode: str = "all",
+        allow_sample: float = 1.0,
+        claims: Sequence[str] = (),
+        writer: BackgroundWriter | None = None,
+    ) -> None:
+        self.mode = mode
+        self.allow_sample = allow_sample
+        self.claims = tuple(claims)
+        self.writer = writer
+        # Encoded decision parts by decision identity (see `line`); each entry holds its
+        # decision, so an id is never reused while remembered.
+        self._fragments: BoundedCache[int, tuple[Decision, str]] = BoundedCache(
+            _MAX_FRAGMENTS, max_entry_cost=_MAX_FRAGMENT_CHARS
+        )
+
+    @classmethod
+    def of(cls, settings: DecisionLogSettings, writer: BackgroundWriter | None = None) -> Self:
+        return cls(settings.mode, settings.allow_sample, settings.claims, writer)
 
     def wants(self, decision: Decision) -> bool:
         if self.mode == "none" or not decision_log.isEnabledFor(logging.INFO):
@@ -154,8 +174,8 @@ class DecisionLogger:
         """Write the line, wanted or not (callers ask `wants` first, once: it samples): by the
         BackgroundWriter's thread when one runs, else right here."""
         item = (time.time(), fields, decision, latency_seconds, self)
-        if _sink:
-            _sink[0](item)
+        if self.writer is not None:
+            self.writer.put(item)
         else:
             _emit([item])
 
@@ -181,10 +201,8 @@ class DecisionLogger:
             # Only decisions that come back (remembered answers) are worth keeping, and only
             # fragments of the usual size: 401s and refusals are new objects every time and
             # quote what the client sent, so keeping them would let clients fill memory.
-            if decision.authn.validity is not None and len(found[1]) <= _MAX_FRAGMENT_CHARS:
-                if len(self._fragments) >= _MAX_FRAGMENTS:
-                    self._fragments.clear()
-                self._fragments[id(decision)] = found  # holding it keeps its id unique
+            if decision.authn.validity is not None:
+                self._fragments.put(id(decision), found, cost=len(found[1]))
         request_id, method, host, path, source_ip = map(_string, fields)
         return (
             f'{{"time":{when:.3f},"request_id":{request_id},"method":{method},"host":{host},'
