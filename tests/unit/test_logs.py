@@ -162,7 +162,6 @@ def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> N
 
     _write_through_background_writer(Collect(), 500)
     assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(500)]
-    # stopped: lines are written in the caller's thread again
 
 
 def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
