@@ -22,8 +22,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from extauthz.attributes import RequestAttributes
-from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.cache import TokenCache
+from extauthz.authn.key_store import KeyStore
 from extauthz.config.compile import Snapshot, compile_generation, compile_snapshot
 from extauthz.config.parse import parse_documents
 from extauthz.config.store import ConfigStore
@@ -137,7 +137,7 @@ def main() -> None:
         ]  # fmt: skip
         requests = [_request(token) for token in tokens]
         attrs = [to_attributes(request) for request in requests]
-        cache = VerifiedTokenCache(max_entries=n * 2)
+        cache = TokenCache(max_entries=n * 2)
         for one in attrs:
             decide(one, snapshot, no_remote, now, cache)
 
@@ -145,7 +145,7 @@ def main() -> None:
             return decide(attrs[i], snapshot, no_remote, now, None)
 
         def cached(
-            i: int, attrs: list[RequestAttributes] = attrs, cache: VerifiedTokenCache = cache
+            i: int, attrs: list[RequestAttributes] = attrs, cache: TokenCache = cache
         ) -> object:
             return decide(attrs[i], snapshot, no_remote, now, cache)
 
@@ -154,7 +154,7 @@ def main() -> None:
         def whole(
             i: int,
             requests: list[CheckRequest] = requests,
-            cache: VerifiedTokenCache = cache,
+            cache: TokenCache = cache,
             responses: Responses = responses,
         ) -> object:
             decision = decide(to_attributes(requests[i]), snapshot, no_remote, now, cache)

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.config.store import ConfigStore
 from extauthz.metrics import Metrics
 

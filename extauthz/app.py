@@ -15,13 +15,13 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.admin import build_admin_app
-from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS, KeyStore
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.jwks_fetcher import (
     DEFAULT_REFETCH_MIN_SECONDS,
     DEFAULT_REFRESH_SECONDS,
     JwksFetcher,
 )
+from extauthz.authn.key_store import DEFAULT_MAX_STALE_SECONDS, KeyStore
 from extauthz.config.changes import changes
 from extauthz.config.compile import Generation
 from extauthz.config.limits import ConfigLimits
@@ -206,7 +206,7 @@ class Service:
             self.store,
             self.keys,
             self.metrics,
-            VerifiedTokenCache(),
+            TokenCache(),
             self.fetcher.refetch,
             self.settings.xff_num_trusted_hops,
             DecisionLogger.of(self.settings.decision_log, self._log_writer),

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from extauthz import __version__
-from extauthz.authn.jwks import DEFAULT_MAX_STALE_SECONDS
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
+from extauthz.authn.key_store import DEFAULT_MAX_STALE_SECONDS
 from extauthz.commands import Handler, add_commands
 from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import authenticate
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.result import AuthnResult, KeyLookup
 from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, evaluate
@@ -67,7 +67,7 @@ def decide(
     snapshot: Snapshot,
     remote_keys: KeyLookup,
     now: int,
-    cache: VerifiedTokenCache | None = None,
+    cache: TokenCache | None = None,
 ) -> Decision:
     authn = authenticate(attrs, snapshot.providers, remote_keys, now, cache)
     if not authn.is_ok:

@@ -11,8 +11,8 @@ from typing import Any
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from extauthz.attributes import RequestAttributes
-from extauthz.authn.cache import VerifiedTokenCache
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.cache import TokenCache
+from extauthz.authn.key_store import KeyStore
 from extauthz.bounded import BoundedCache
 from extauthz.config.compile import Generation, Snapshot
 from extauthz.config.store import ConfigStore
@@ -49,7 +49,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         store: ConfigStore,
         keys: KeyStore,
         metrics: Metrics,
-        cache: VerifiedTokenCache | None = None,
+        cache: TokenCache | None = None,
         refetch: Callable[[str], Awaitable[bool]] | None = None,
         xff_num_trusted_hops: int = 0,
         decision_logger: DecisionLogger | None = None,
@@ -57,7 +57,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._store = store
         self._keys = keys
         self._metrics = metrics
-        self._cache = cache if cache is not None else VerifiedTokenCache()
+        self._cache = cache if cache is not None else TokenCache()
         self._refetch = refetch
         self._xff_hops = xff_num_trusted_hops
         self._decision_log = decision_logger or DecisionLogger()

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from extauthz import __version__
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.authz.evaluate import AuthzVerdict
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)

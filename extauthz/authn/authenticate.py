@@ -20,7 +20,7 @@ from typing import Any
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Checked
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.extract import extract_tokens
 from extauthz.authn.jwt import parse_jwt
 from extauthz.authn.providers import ProviderSet
@@ -44,7 +44,7 @@ def authenticate(
     providers: ProviderSet,
     remote_keys: KeyLookup,
     now: int,
-    cache: VerifiedTokenCache | None = None,
+    cache: TokenCache | None = None,
 ) -> AuthnResult:
     if not providers.providers:
         return ANONYMOUS  # no RequestAuthentication: tokens are not looked at

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.extract import FoundToken
 from extauthz.authn.jwt import Jwt, check_time, parse_jwt
 from extauthz.authn.keys import KeySet
@@ -60,7 +60,7 @@ class Authenticator:
         self,
         remote_keys: KeyLookup,
         now: int,
-        cache: VerifiedTokenCache | None = None,
+        cache: TokenCache | None = None,
         parse: ParseJwt = parse_jwt,
         verify: VerifySignature = verify_signature,
     ) -> None:

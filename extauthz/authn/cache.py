@@ -23,7 +23,7 @@ MAX_REJECTED_TOKEN_CHARS = 8192
 MAX_CACHED_TOKEN_CHARS = 16_384
 
 
-class VerifiedTokenCache:
+class TokenCache:
     def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
         self._entries: BoundedCache[str, tuple[KeySet, Jwt]] = BoundedCache(
             max_entries, max_entry_cost=MAX_CACHED_TOKEN_CHARS

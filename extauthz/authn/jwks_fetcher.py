@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.authn.keys import DEFAULT_MAX_KEYS, JwksError, KeySet, TooManyKeysError, parse_jwks
 from extauthz.authn.providers import JwksSource
 

@@ -16,8 +16,8 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import is_cors_preflight
-from extauthz.authn.jwks import KeyStore
 from extauthz.authn.jwks_fetcher import JwksFetcher
+from extauthz.authn.key_store import KeyStore
 from extauthz.authn.providers import JwksSource
 from extauthz.authn.status import JwtStatus
 from extauthz.commands.common import DEFAULT_HOST, EXIT_ALLOWED, EXIT_DENIED, UsageError, read_file

@@ -32,7 +32,7 @@ from google.rpc import code_pb2
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.grpc_service import AuthorizationService

@@ -14,7 +14,7 @@ from pathlib import Path
 from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.config.compile import Snapshot
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels

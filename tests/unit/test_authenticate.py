@@ -6,7 +6,7 @@ import pytest
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import authenticate
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.keys import KeySet, parse_jwks
 from extauthz.authn.providers import JwksSource
 from extauthz.authn.status import JwtStatus
@@ -143,7 +143,7 @@ def test_forward_original_token_keeps_header() -> None:
 
 
 def test_cache_hit_still_checks_expiry() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = KEY.sign(claims(exp=NOW + 10))
     first = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
     assert first.is_ok
@@ -155,7 +155,7 @@ def test_cache_hit_still_checks_expiry() -> None:
 
 def test_remembered_outcome_is_dropped_when_remote_keys_rotate() -> None:
     providers = REMOTE_PROVIDERS
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     keys = {"now": parse_jwks(JWKS)}
     token = TOKENS["good"]
     assert authenticate(bearer(token), providers, lambda uri: keys["now"], NOW, cache).is_ok
@@ -165,7 +165,7 @@ def test_remembered_outcome_is_dropped_when_remote_keys_rotate() -> None:
 
 
 def test_not_yet_valid_token_is_not_remembered_as_failure() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = KEY.sign(claims(nbf=NOW + 100))
     assert (
         authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status
@@ -175,7 +175,7 @@ def test_not_yet_valid_token_is_not_remembered_as_failure() -> None:
 
 
 def test_cache_entry_is_dropped_with_its_key_set() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = TOKENS["good"]
     old_keys, new_keys = parse_jwks(JWKS), parse_jwks(jwks_of(OTHER))
     cache.put(token, old_keys, object())  # type: ignore[arg-type]
@@ -190,7 +190,7 @@ def test_no_providers_means_anonymous_even_with_a_token() -> None:
 
 
 def test_remembered_outcome_depends_on_where_the_token_was() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = TOKENS["good"]
     in_header = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
     in_query = authenticate(
@@ -217,7 +217,7 @@ def _counting_verify(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_wrong_signature_is_verified_once_per_key_set(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _counting_verify(monkeypatch)
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     keys = {"now": parse_jwks(JWKS)}
     token = TOKENS["wrong-key"]
     for _ in range(3):
@@ -231,7 +231,7 @@ def test_wrong_signature_is_verified_once_per_key_set(monkeypatch: pytest.Monkey
 
 
 def test_remembered_rejection_still_checks_time_and_issuer_first() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = OTHER.sign(claims(exp=NOW + 30), headers={"kid": KEY.jwk["kid"]})
     assert authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache).status is (
         JwtStatus.JwtVerificationFail
@@ -242,7 +242,7 @@ def test_remembered_rejection_still_checks_time_and_issuer_first() -> None:
 
 def test_unknown_kid_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _counting_verify(monkeypatch)
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     token = TOKENS["unknown-kid"]
     for _ in range(2):
         result = authenticate(bearer(token), PROVIDERS, no_remote, NOW, cache)
@@ -267,7 +267,7 @@ def test_a_token_read_by_two_rules_is_parsed_once(monkeypatch: pytest.MonkeyPatc
         + request_authentication(JWKS, ISSUER).replace("name: jwt", "name: second")
     ).providers
     assert len(two_rules.providers) == 2
-    result = authenticate(bearer(TOKENS["good"]), two_rules, no_remote, NOW, VerifiedTokenCache())
+    result = authenticate(bearer(TOKENS["good"]), two_rules, no_remote, NOW, TokenCache())
     assert result.is_ok and result.issuer == ISSUER
     assert parsed == [TOKENS["good"]]
 
@@ -278,7 +278,7 @@ def test_remembered_rejections_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     from extauthz.authn.cache import MAX_REJECTED, MAX_REJECTED_TOKEN_CHARS
 
     calls = _counting_verify(monkeypatch)
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     long_token = OTHER.sign(
         claims(padding="x" * MAX_REJECTED_TOKEN_CHARS), headers={"kid": KEY.jwk["kid"]}
     )
@@ -317,7 +317,7 @@ def test_verified_tokens_are_kept_only_up_to_a_size(monkeypatch: pytest.MonkeyPa
     from extauthz.authn.cache import MAX_CACHED_TOKEN_CHARS
 
     calls = _counting_verify(monkeypatch)
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     long_token = KEY.sign(
         claims(iat=NOW, exp=NOW + 3600, padding="x" * MAX_CACHED_TOKEN_CHARS),
         headers={"kid": KEY.jwk["kid"]},

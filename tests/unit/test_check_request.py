@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.commands.check import check_request, request_attributes
 from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.authn.keys import KeySet, parse_jwks
 from extauthz.authn.result import ALWAYS, AuthnResult, Validity
 from extauthz.authn.status import JwtStatus
@@ -382,7 +382,7 @@ def test_the_window_is_that_of_every_token_accepted(tmp_path: Path) -> None:
     request = replace(BASE, path="/api/items", headers=bearer(token(exp=header_exp)))
     request = request.with_headers(cookie=f"session={other_token(exp=cookie_exp, nbf=NOW - 5)}")
     attrs = to_attributes(request.build())
-    decision = decide(attrs, served.store.current, served.keys.keys, NOW, VerifiedTokenCache())
+    decision = decide(attrs, served.store.current, served.keys.keys, NOW, TokenCache())
     assert decision.is_allowed
     assert decision.authn.validity == Validity(NOW - 5 - 60, cookie_exp + 60, ())
 

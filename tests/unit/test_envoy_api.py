@@ -4,7 +4,7 @@ import time
 from types import MappingProxyType
 
 from extauthz.attributes import RequestAttributes
-from extauthz.authn.cache import VerifiedTokenCache
+from extauthz.authn.cache import TokenCache
 from extauthz.decision import decide
 from extauthz.envoy_api import Responses
 from extauthz.rig.rig import SAMPLES
@@ -19,7 +19,7 @@ SNAPSHOT = snapshot_from(
 RESPONSES = Responses()  # as one service keeps them
 
 
-def _response(token: str, cache: VerifiedTokenCache, path: str = "/api/v1/products/0") -> object:
+def _response(token: str, cache: TokenCache, path: str = "/api/v1/products/0") -> object:
     attrs = RequestAttributes(
         path=path, headers=MappingProxyType({"authorization": f"Bearer {token}"})
     )
@@ -27,7 +27,7 @@ def _response(token: str, cache: VerifiedTokenCache, path: str = "/api/v1/produc
 
 
 def test_repeated_outcomes_reuse_one_response_and_distinct_ones_do_not() -> None:
-    cache = VerifiedTokenCache()
+    cache = TokenCache()
     alice = mint({"iss": SAMPLE_ISSUER, "sub": "alice", "exp": int(time.time()) + 600})
     bob = mint({"iss": SAMPLE_ISSUER, "sub": "bob", "exp": int(time.time()) + 600})
     first = _response(alice, cache)

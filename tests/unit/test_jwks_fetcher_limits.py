@@ -15,8 +15,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from extauthz.authn.jwks import KeyStore
 from extauthz.authn.jwks_fetcher import MAX_REDIRECTS, JwksFetcher
+from extauthz.authn.key_store import KeyStore
 from extauthz.authn.providers import JwksSource
 from tests.support.jwks_server import JwksBehaviour, jwks_server
 from tests.support.tokens import jwks_of, rsa_key

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from extauthz.attributes import RequestAttributes
-from extauthz.authn.jwks import KeyStore
+from extauthz.authn.key_store import KeyStore
 from extauthz.authn.result import ALWAYS, AuthnResult
 from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, PolicyMatch
