@@ -24,16 +24,16 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.key_store import KeyStore
-from extauthz.config.compile import Snapshot, compile_generation, compile_snapshot
 from extauthz.config.parse import parse_documents
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload
 from extauthz.decision import decide
-from extauthz.envoy_api import Responses, to_attributes
-from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import DecisionLogger
-from extauthz.metrics import Metrics
 from extauthz.rig.rig import SAMPLES
+from extauthz.server.envoy_api import Responses, to_attributes
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.logs import DecisionLogger
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.compile import Snapshot, compile_generation, compile_snapshot
+from extauthz.snapshot.store import ConfigStore
 
 ISSUER = "https://bench.example"
 WORKLOAD = Workload("istio-system", {"app": "istio-ingressgateway"})

@@ -16,8 +16,8 @@ from extauthz.authn.key_store import DEFAULT_MAX_STALE_SECONDS
 from extauthz.commands import Handler, add_commands
 from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
-from extauthz.connections import ConnectionLimits
-from extauthz.logs import MODES
+from extauthz.server.connections import ConnectionLimits
+from extauthz.server.logs import MODES
 
 SERVE_EXAMPLES = """
 examples:
@@ -284,9 +284,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from extauthz.app import Settings, run_event_loop, serve, split_addr
     from extauthz.config.workload import Workload, parse_labels
-    from extauthz.logs import DecisionLogSettings
+    from extauthz.server.app import Settings, run_event_loop, serve, split_addr
+    from extauthz.server.logs import DecisionLogSettings
 
     try:
         split_addr(args.grpc_addr)
@@ -318,7 +318,7 @@ def _serve(args: argparse.Namespace) -> int:
         ),
     )
     if args.workers > 1:
-        from extauthz.workers import run_workers
+        from extauthz.server.workers import run_workers
 
         return run_workers(_RAW_ARGV, args.workers)
     try:
@@ -333,9 +333,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from extauthz.config.compile import compile_generation
     from extauthz.config.lint import locate, warnings
     from extauthz.config.parse import load_config
+    from extauthz.snapshot.compile import compile_generation
 
     try:
         config = load_config(args.paths, args.namespace, config_limits(args))

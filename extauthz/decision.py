@@ -11,7 +11,7 @@ from extauthz.authn.cache import TokenCache
 from extauthz.authn.result import AuthnResult, KeyLookup
 from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, evaluate
-from extauthz.config.compile import Snapshot
+from extauthz.snapshot.compile import Snapshot
 
 # Envoy's RBAC filter, which Istio's AuthorizationPolicy compiles to, answers a denial so.
 RBAC_DENIED_BODY = "RBAC: access denied"

@@ -19,8 +19,8 @@ from typing import Generic, TypeVar
 
 from extauthz.authn.result import ALWAYS, KeyLookup
 from extauthz.bounded import BoundedCache
-from extauthz.config.compile import Snapshot
 from extauthz.decision import Decision, Verdict
+from extauthz.snapshot.compile import Snapshot
 
 DEFAULT_MEMO_SIZE = 4096
 Response = TypeVar("Response")

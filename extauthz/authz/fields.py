@@ -1,7 +1,7 @@
 """Istio's rule fields and `when` keys: how each reads a request, and what that reads.
 
 One Lookup per field or key holds the getter and, beside it, the request values it reads
-(answers are remembered by exactly those values, see config/inputs.py; and
+(answers are remembered by exactly those values, see snapshot/inputs.py; and
 tests/unit/test_rule_inputs.py checks every getter against its declaration), and how the
 field's values compile (Istio strings, IP blocks or ports).
 """

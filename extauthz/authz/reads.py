@@ -1,7 +1,7 @@
 """What a compiled rule reads of a request, declared by the rule field that reads it.
 
 Remembered answers (decision_memo.py) are found by exactly the request values the workload's
-rules declare here (config/inputs.py turns these into the raw CheckRequest values of the
+rules declare here (snapshot/inputs.py turns these into the raw CheckRequest values of the
 key), so a declaration that missed a value would serve one request's answer to another.
 """
 

@@ -22,10 +22,10 @@ from extauthz.commands.tokens import (
     parse_duration,
     token_claims,
 )
-from extauthz.config.compile import Snapshot
 from extauthz.config.parse import ConfigError
 from extauthz.config.workload import DEFAULT_ROOT_NAMESPACE, Workload
 from extauthz.decision import Decision, decide
+from extauthz.snapshot.compile import Snapshot
 
 # -- extauthz test --------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ from extauthz.authn.key_store import KeyStore
 from extauthz.authn.providers import JwksSource
 from extauthz.authn.status import JwtStatus
 from extauthz.commands.common import DEFAULT_HOST, EXIT_ALLOWED, EXIT_DENIED, UsageError, read_file
-from extauthz.config.compile import Snapshot, compile_generation
 from extauthz.config.parse import load_config
 from extauthz.config.workload import DEFAULT_ROOT_NAMESPACE, Workload, parse_labels
 from extauthz.decision import Decision, Verdict, decide
-from extauthz.envoy_api import response_facts, to_attributes
+from extauthz.server.envoy_api import response_facts, to_attributes
+from extauthz.snapshot.compile import Snapshot, compile_generation
 from extauthz.summary import DecisionSummary
 
 # -- one request ----------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extauthz.app import Service, Settings
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.rig.rig import SAMPLES
+from extauthz.server.app import Service, Settings
 
 DEMO = (SAMPLES / "demo.jwt").read_text().strip()
 
@@ -192,7 +192,7 @@ def test_remote_ip_from_xff(xff: str | None, hops: int, remote: str) -> None:
 
 
 def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None:
-    from extauthz.envoy_api import Responses
+    from extauthz.server.envoy_api import Responses
 
     to_response = Responses().get
 
@@ -201,7 +201,7 @@ def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None
             store = service.store
             for _ in range(2):  # the second time the payload Struct comes from the memo
                 from extauthz.decision import decide
-                from extauthz.envoy_api import to_attributes
+                from extauthz.server.envoy_api import to_attributes
 
                 attrs = to_attributes(
                     check_request("/api/v1/products/0", {"authorization": f"Bearer {DEMO}"})

@@ -18,9 +18,9 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from extauthz.app import Service, Settings
 from extauthz.config.workload import Workload
 from extauthz.rig.processes import free_port
+from extauthz.server.app import Service, Settings
 from tests.support.jwks_server import JwksBehaviour, jwks_server
 from tests.support.tokens import claims, jwks_of, rsa_key
 

@@ -23,8 +23,8 @@ from urllib.parse import SplitResult, urlsplit
 import pytest
 import yaml
 
-from extauthz.app import split_addr
 from extauthz.cli import main
+from extauthz.server.app import split_addr
 from tests.support.deploy_files import (
     LISTENS_EVERYWHERE,
     REPO,

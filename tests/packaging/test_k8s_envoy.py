@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extauthz.app import split_addr
+from extauthz.server.app import split_addr
 from tests.support.deploy_files import envoy_validates
 from tests.support.manifests import ENVOY_CONFIGS, ENVOYS, Container, Manifest, ids, mounted_files
 from tests.support.pods import (

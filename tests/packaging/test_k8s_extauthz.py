@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from extauthz.app import split_addr
 from extauthz.config.workload import Workload, parse_labels
+from extauthz.server.app import split_addr
 from tests.support.deploy_files import (
     LISTENS_EVERYWHERE,
     env_name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz.app import split_addr
+from extauthz.server.app import split_addr
 from tests.support.manifests import (
     EXTAUTHZ,
     MANIFESTS,

@@ -26,8 +26,8 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extauthz.cli import main
-from extauthz.connections import ConnectionLimits, GuardedSite, grpc_server_options
 from extauthz.rig.processes import Process, answers_200, free_port
+from extauthz.server.connections import ConnectionLimits, GuardedSite, grpc_server_options
 from tests.reliability.support import wait_for
 
 GRPC_CAP = 20

@@ -33,11 +33,11 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from extauthz.authn.key_store import KeyStore
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
-from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import DecisionLogger
-from extauthz.metrics import Metrics
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.logs import DecisionLogger
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.store import ConfigStore
 from tests.reliability.support import (
     GATEWAY_LABELS,
     GATEWAY_NAMESPACE,
@@ -141,8 +141,8 @@ def test_hostile_checks_are_answered_as_a_fresh_service_would(tmp_path: Path) ->
     """In process, on one event loop: every failure comes out as the exception itself
     (through gRPC it would be a status), thousands of examples take seconds, and a
     brand-new service can decide the same request object as the one with a history.
-    (Both share what is global to the process: envoy_api's built responses and the
-    generation's per-workload snapshots; the served test below has no such sharing.)"""
+    (Both share the generation's per-workload snapshots; each has its own built responses;
+    the served test below shares nothing.)"""
     world = in_process(hostile_config(tmp_path))
     with asyncio.Runner() as runner, decision_lines() as lines:
 

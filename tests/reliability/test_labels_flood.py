@@ -17,7 +17,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from extauthz.grpc_service import MAX_CONTEXT_EXTENSION_CHARS
+from extauthz.server.grpc_service import MAX_CONTEXT_EXTENSION_CHARS
 from tests.reliability.support import (
     SAMPLE_POLICIES,
     ServeProcess,

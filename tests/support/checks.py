@@ -15,14 +15,14 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 
 from extauthz.authn.key_store import KeyStore
-from extauthz.config.compile import Snapshot
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import decide
-from extauthz.envoy_api import build_response, to_attributes
-from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import DecisionLogger
-from extauthz.metrics import Metrics
+from extauthz.server.envoy_api import build_response, to_attributes
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.logs import DecisionLogger
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.compile import Snapshot
+from extauthz.snapshot.store import ConfigStore
 from tests.support.tokens import ISSUER, claims, ec_key, jwks_of, rsa_key
 
 OTHER_ISSUER = "https://other.example.com"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from extauthz.config.compile import Generation, Snapshot, compile_generation, compile_snapshot
 from extauthz.config.parse import parse_documents
 from extauthz.config.workload import Workload, parse_labels
+from extauthz.snapshot.compile import Generation, Snapshot, compile_generation, compile_snapshot
 
 
 def snapshot_from(

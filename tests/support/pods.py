@@ -16,9 +16,9 @@ from unittest import mock
 import pytest
 import yaml
 
-from extauthz.app import split_addr
 from extauthz.config.parse import load_config
 from extauthz.config.workload import Workload, applies_to, parse_labels
+from extauthz.server.app import split_addr
 from tests.support.deploy_files import LISTENS_EVERYWHERE, parse_cli
 from tests.support.manifests import (
     CONTAINERS,

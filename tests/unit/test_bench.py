@@ -252,7 +252,7 @@ def test_unframe_refuses_what_grpc_frame_never_makes(frame: bytes) -> None:
 
 
 def test_extauthz_reads_the_body_as_envoy_sends_it() -> None:
-    from extauthz.envoy_api import to_attributes
+    from extauthz.server.envoy_api import to_attributes
 
     attrs = to_attributes(check_body.check_request(tokens.demo_token()))
     assert (attrs.method, attrs.path, attrs.source_ip) == ("GET", "/api/v1/products/0", "127.0.0.1")

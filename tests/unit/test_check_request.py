@@ -12,13 +12,13 @@ import pytest
 
 from extauthz.authn.key_store import KeyStore
 from extauthz.commands.check import check_request, request_attributes
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import decide
-from extauthz.envoy_api import to_attributes
-from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import DecisionLogger
-from extauthz.metrics import Metrics
+from extauthz.server.envoy_api import to_attributes
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.logs import DecisionLogger
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.store import ConfigStore
 
 
 @pytest.mark.parametrize(

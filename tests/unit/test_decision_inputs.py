@@ -1,4 +1,4 @@
-"""Which request values a workload's decisions read (config/inputs.py) and the key built from
+"""Which request values a workload's decisions read (snapshot/inputs.py) and the key built from
 exactly those values (envoy_api.decision_key)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.authn.providers import ProviderSet
-from extauthz.config.inputs import NOT_REMEMBERED, DecisionInputs, decision_inputs
 from extauthz.config.resources import AuthorizationPolicy, Condition, Meta, Origin, Rule
-from extauthz.envoy_api import MAX_KEY_CHARS, decision_key
+from extauthz.server.envoy_api import MAX_KEY_CHARS, decision_key
+from extauthz.snapshot.inputs import NOT_REMEMBERED, DecisionInputs, decision_inputs
 from tests.support.checks import (
     BASE,
     DENIED,

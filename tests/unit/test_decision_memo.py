@@ -22,7 +22,7 @@ from extauthz.authn.result import ALWAYS, AuthnResult, Validity
 from extauthz.authn.status import JwtStatus
 from extauthz.decision import Decision, Verdict, decide
 from extauthz.decision_memo import DecisionMemo
-from extauthz.envoy_api import decision_key, to_attributes
+from extauthz.server.envoy_api import decision_key, to_attributes
 from tests.support.checks import (
     ALICE,
     BASE,

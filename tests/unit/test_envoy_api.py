@@ -6,9 +6,9 @@ from types import MappingProxyType
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import TokenCache
 from extauthz.decision import decide
-from extauthz.envoy_api import Responses
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import SAMPLE_ISSUER, mint
+from extauthz.server.envoy_api import Responses
 from tests.support.config import snapshot_from
 
 SNAPSHOT = snapshot_from(

@@ -69,7 +69,7 @@ def test_a_key_that_never_verifies_is_not_used_and_said() -> None:
 
 
 def test_the_inline_keys_are_parsed_once_and_compiled_as_read() -> None:
-    from extauthz.config.compile import compile_generation
+    from extauthz.snapshot.compile import compile_generation
 
     config = parse_documents(request_authentication(jwks_of(GOOD), "i"), "ra.yaml")
     [(_, [provider])] = compile_generation(config, "istio-system").authns

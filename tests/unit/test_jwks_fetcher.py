@@ -17,11 +17,11 @@ from extauthz.authn.jwks_fetcher import JwksFetcher
 from extauthz.authn.key_store import KeyStore
 from extauthz.authn.providers import JwksSource
 from extauthz.authn.status import JwtStatus
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload
 from extauthz.decision import decide
-from extauthz.grpc_service import AuthorizationService
-from extauthz.metrics import Metrics
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.store import ConfigStore
 from tests.support.config import generation_from, snapshot_from
 from tests.support.jwks_server import JwksBehaviour, jwks_server, make_tls
 from tests.support.tokens import claims, jwks_of, rsa_key
@@ -264,8 +264,8 @@ def test_checks_never_wait_longer_than_the_rule_timeout(mode: str) -> None:
 
 
 def test_service_metrics_and_readiness_show_jwks_state(tmp_path: Path) -> None:
-    from extauthz.admin import readiness
-    from extauthz.app import Service, Settings
+    from extauthz.server.admin import readiness
+    from extauthz.server.app import Service, Settings
 
     async def scenario() -> None:
         behaviour = JwksBehaviour(body=jwks_of(OLD))

@@ -1,6 +1,6 @@
 """Dependencies point down: a module imports only from its own layer or the layers below.
 
-The layers, top first (a module belongs to the first layer one of whose prefixes it has):
+The layers, top first (a module belongs to the layer of its longest matching prefix):
 - edges: gRPC, HTTP, files, processes, the command line; everything may be used here;
 - core: one decision from compiled configuration (decide, the memo, compile, store);
 - authn / authz: authentication and authorization, each unaware of the other's insides;
@@ -22,21 +22,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "extauthz"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("edges", (
-        "extauthz.cli", "extauthz.__main__", "extauthz.app", "extauthz.grpc_service",
-        "extauthz.admin", "extauthz.metrics", "extauthz.logs", "extauthz.workers",
-        "extauthz.connections", "extauthz.envoy_api", "extauthz.commands", "extauthz.rig",
-        "extauthz.authn.jwks_fetcher", "extauthz.config.watch", "extauthz.config.lint",
+        "extauthz.server", "extauthz.cli", "extauthz.__main__", "extauthz.commands",
+        "extauthz.rig", "extauthz.authn.jwks_fetcher", "extauthz.config.watch",
+        "extauthz.config.lint",
     )),
-    ("core", (
-        "extauthz.decision", "extauthz.decision_memo", "extauthz.summary",
-        "extauthz.config.compile", "extauthz.config.inputs", "extauthz.config.store",
-    )),
+    ("core", ("extauthz.decision", "extauthz.decision_memo", "extauthz.summary", "extauthz.snapshot")),
     ("authn-authz", ("extauthz.authn", "extauthz.authz")),
     ("reading", ("extauthz.config.parse", "extauthz.config.workload", "extauthz.config.changes")),
     ("leaf", (
         "extauthz.config.resources", "extauthz.config.limits", "extauthz.config.documents",
-        "extauthz.config.errors", "extauthz.attributes", "extauthz.authn.status",
-        "extauthz.authn.jwt", "extauthz.authn.keys", "extauthz.config", "extauthz",
+        "extauthz.attributes", "extauthz.bounded", "extauthz.authn.status", "extauthz.authn.jwt",
+        "extauthz.authn.keys", "extauthz.config", "extauthz",
     )),
 )  # fmt: skip
 # authn and authz share a layer but not their insides: authz reads only the result type.
@@ -104,14 +100,14 @@ def test_dependencies_point_down() -> None:
 @pytest.mark.parametrize(
     ("module", "imported", "upward"),
     [
-        ("extauthz.config.resources", "extauthz.config.compile", True),
+        ("extauthz.config.resources", "extauthz.snapshot.compile", True),
         ("extauthz.config.parse", "extauthz.authz.rules", True),
         ("extauthz.authz.rules", "extauthz.authn.providers", True),
         ("extauthz.authn.verify", "extauthz.authz.evaluate", True),
-        ("extauthz.decision", "extauthz.grpc_service", True),
-        ("extauthz.config.compile", "extauthz.app", True),
+        ("extauthz.decision", "extauthz.server.grpc_service", True),
+        ("extauthz.snapshot.compile", "extauthz.server.app", True),
         ("extauthz.authn.keys", "extauthz.authn.providers", True),
-        ("extauthz.grpc_service", "extauthz.decision", False),
+        ("extauthz.server.grpc_service", "extauthz.decision", False),
         ("extauthz.authz.rules", "extauthz.authn.result", False),
         ("extauthz.authz.rules", "extauthz.config.parse", False),
         ("extauthz.config.parse", "extauthz.authn.keys", False),

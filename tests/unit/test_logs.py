@@ -11,8 +11,8 @@ import pytest
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import TokenCache
 from extauthz.decision import decide, refused
-from extauthz.logs import BackgroundWriter, DecisionLogger
 from extauthz.rig.rig import SAMPLES
+from extauthz.server.logs import BackgroundWriter, DecisionLogger
 from tests.support.config import snapshot_from
 
 SNAPSHOT = snapshot_from(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from extauthz.logs import DecisionLogger
-from extauthz.metrics import _LATENCY_BUCKETS, _LocalCheckCounts
+from extauthz.server.logs import DecisionLogger
+from extauthz.server.metrics import _LATENCY_BUCKETS, _LocalCheckCounts
 from tests.support.checks import (
     ALICE,
     BASE,

@@ -1,5 +1,5 @@
 """What each rule field declares it reads (authz/fields.py), checked against what its getter
-really reads, and the DecisionInputs config/inputs.py derives from those declarations."""
+really reads, and the DecisionInputs snapshot/inputs.py derives from those declarations."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from extauthz.authz.fields import CONDITION_KEYS, OPERATION_FIELDS, SOURCE_FIELD
 from extauthz.authz.fields import condition_lookup as lookup_of
 from extauthz.authz.reads import Reads, RequestValue
 from extauthz.authz.rules import CompiledRule, compile_rule, rule_reads
-from extauthz.config.inputs import NOT_REMEMBERED, DecisionInputs, decision_inputs
 from extauthz.config.parse import ConfigError, parse_documents
 from extauthz.config.resources import Condition, Rule
+from extauthz.snapshot.inputs import NOT_REMEMBERED, DecisionInputs, decision_inputs
 from tests.support.checks import op, policy, src, when
 
 Request = tuple[RequestAttributes, AuthnResult]

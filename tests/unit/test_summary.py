@@ -19,14 +19,14 @@ from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, PolicyMatch
 from extauthz.commands.check import explain
 from extauthz.decision import Decision, Verdict, internal_error, refused
-from extauthz.envoy_api import (
+from extauthz.server.envoy_api import (
     ResponseFacts,
     Responses,
     build_response,
     dynamic_metadata,
     response_facts,
 )
-from extauthz.logs import DecisionLogger
+from extauthz.server.logs import DecisionLogger
 from extauthz.summary import DecisionSummary, summarize
 from tests.support.config import snapshot_from
 

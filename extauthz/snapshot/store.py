@@ -6,10 +6,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from extauthz.config.compile import Generation, Snapshot, compile_generation
 from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError, load_config
 from extauthz.config.workload import Workload
+from extauthz.snapshot.compile import Generation, Snapshot, compile_generation
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from extauthz.authn.key_store import KeyStore
-from extauthz.config.store import ConfigStore
-from extauthz.metrics import Metrics
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.store import ConfigStore
 
 
 def readiness(store: ConfigStore, keys: KeyStore, is_serving: bool) -> tuple[bool, dict[str, Any]]:

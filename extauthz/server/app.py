@@ -14,7 +14,6 @@ from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extauthz.admin import build_admin_app
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.jwks_fetcher import (
     DEFAULT_REFETCH_MIN_SECONDS,
@@ -23,21 +22,22 @@ from extauthz.authn.jwks_fetcher import (
 )
 from extauthz.authn.key_store import DEFAULT_MAX_STALE_SECONDS, KeyStore
 from extauthz.config.changes import changes
-from extauthz.config.compile import Generation
 from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
-from extauthz.config.store import ConfigStore
 from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
-from extauthz.connections import (
+from extauthz.server.admin import build_admin_app
+from extauthz.server.connections import (
     ConnectionLimits,
     GuardedSite,
     admin_runner_options,
     grpc_server_options,
 )
-from extauthz.grpc_service import AuthorizationService
-from extauthz.logs import BackgroundWriter, DecisionLogger, DecisionLogSettings
-from extauthz.metrics import Metrics
+from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.logs import BackgroundWriter, DecisionLogger, DecisionLogSettings
+from extauthz.server.metrics import Metrics
+from extauthz.snapshot.compile import Generation
+from extauthz.snapshot.store import ConfigStore
 
 log = logging.getLogger(__name__)
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"

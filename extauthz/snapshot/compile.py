@@ -20,10 +20,10 @@ from extauthz.authn.providers import (
 )
 from extauthz.authz.evaluate import CompiledPolicies, CompiledPolicy, compile_policy, group_policies
 from extauthz.bounded import BoundedCache
-from extauthz.config.inputs import DecisionInputs, decision_inputs
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import AuthorizationPolicy, ConfigSet, RequestAuthentication
 from extauthz.config.workload import Workload, applies_to
+from extauthz.snapshot.inputs import DecisionInputs, decision_inputs
 
 # Workloads named per request (context_extensions) whose Snapshot is kept.
 _MAX_WORKLOADS = 1024

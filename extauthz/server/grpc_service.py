@@ -14,20 +14,20 @@ from extauthz.attributes import RequestAttributes
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.key_store import KeyStore
 from extauthz.bounded import BoundedCache
-from extauthz.config.compile import Generation, Snapshot
-from extauthz.config.store import ConfigStore
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import Decision, decide, internal_error, refused
 from extauthz.decision_memo import DecisionMemo
-from extauthz.envoy_api import (
+from extauthz.server.envoy_api import (
     Responses,
     build_response,
     decision_key,
     log_fields,
     to_attributes,
 )
-from extauthz.logs import DecisionLogger, request_fields
-from extauthz.metrics import Metrics, policy_matches
+from extauthz.server.logs import DecisionLogger, request_fields
+from extauthz.server.metrics import Metrics, policy_matches
+from extauthz.snapshot.compile import Generation, Snapshot
+from extauthz.snapshot.store import ConfigStore
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from google.rpc import code_pb2, status_pb2
 
 from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
 from extauthz.bounded import BoundedCache
-from extauthz.config.inputs import DecisionInputs
 from extauthz.decision import Decision, Verdict
+from extauthz.snapshot.inputs import DecisionInputs
 from extauthz.summary import DecisionSummary, summarize
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -74,7 +74,7 @@ def decision_key(
 ) -> tuple[Any, ...] | None:
     """The values `inputs` names, raw as Envoy sent them in a CheckRequest's attributes,
     prefixed with `scope`: two requests with equal keys get equal decisions (see
-    config/inputs.py). None when this request is not to be remembered: preflights (CORS
+    snapshot/inputs.py). None when this request is not to be remembered: preflights (CORS
     bypass reads more headers), raw header maps, requests where to_attributes would fall
     back to pseudo-headers, and keys longer than MAX_KEY_CHARS."""
     if not inputs.rememberable:
