@@ -71,13 +71,21 @@ def _add_config_limit_flags(parser: argparse.ArgumentParser) -> None:
          "reading, parsing and compiling the configuration; a reload that takes longer is "
          "rejected"),
     ):  # fmt: skip
-        parser.add_argument(
-            flag,
-            type=kind,
-            default=default,
-            metavar=metavar,
-            help=f"{bounds} (default {default if kind is int else format(default, 'g')})",
-        )
+        _add_limit_flag(parser, flag, kind, metavar, default, bounds)
+
+
+def _add_limit_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: type[int] | type[float],
+    metavar: str,
+    default: float,
+    bounds: str,
+) -> None:
+    shown = default if kind is int else format(default, "g")
+    parser.add_argument(
+        flag, type=kind, default=default, metavar=metavar, help=f"{bounds} (default {shown})"
+    )
 
 
 def config_limits(args: argparse.Namespace) -> ConfigLimits:
@@ -119,13 +127,7 @@ def _add_connection_limit_flags(parser: argparse.ArgumentParser) -> None:
          "admin connections held at once; a new one replaces the oldest that has not sent a "
          "request head, else it is closed at once (0: no cap)"),
     ):  # fmt: skip
-        parser.add_argument(
-            flag,
-            type=kind,
-            default=default,
-            metavar=metavar,
-            help=f"{bounds} (default {default:g})",
-        )
+        _add_limit_flag(parser, flag, kind, metavar, default, bounds)
 
 
 def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
