@@ -32,7 +32,7 @@ from extauthz.server.envoy_api import Responses, to_attributes
 from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.logs import DecisionLogger
 from extauthz.server.metrics import Metrics
-from extauthz.snapshot.compile import Snapshot, compile_generation, compile_snapshot
+from extauthz.snapshot.compile import Generation, compile_generation
 from extauthz.snapshot.store import ConfigStore
 
 ISSUER = "https://bench.example"
@@ -48,7 +48,7 @@ def _keys() -> dict[str, tuple[object, dict[str, object]]]:
     }
 
 
-def _snapshot(jwks: str) -> Snapshot:
+def _generation(jwks: str) -> Generation:
     policies = (SAMPLES / "gateway-policies.yaml").read_text()
     extra = f"""
 ---
@@ -61,13 +61,13 @@ spec:
     jwks: {json.dumps(jwks)}
 """
     config = parse_documents(policies + extra, "bench.yaml")
-    return compile_snapshot(config, WORKLOAD, "istio-system")
+    return compile_generation(config, "istio-system")
 
 
-def _service(snapshot: Snapshot) -> AuthorizationService:
-    """The real Check path (memo, metrics, logs off) over this snapshot's configuration."""
+def _service(generation: Generation) -> AuthorizationService:
+    """The real Check path (memo, metrics, logs off) over this configuration."""
     store = ConfigStore((), WORKLOAD, "istio-system")
-    store.set_generation(compile_generation(snapshot.config, "istio-system"))
+    store.set_generation(generation)
     return AuthorizationService(
         store, KeyStore(), Metrics(), decision_logger=DecisionLogger("none")
     )
@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     n = parser.parse_args().iterations
     snapshot_keys = _keys()
-    snapshot = _snapshot(json.dumps({"keys": [jwk for _, jwk in snapshot_keys.values()]}))
+    generation = _generation(json.dumps({"keys": [jwk for _, jwk in snapshot_keys.values()]}))
+    snapshot = generation.snapshot_for(WORKLOAD)
     now = int(time.time())
     no_remote: Callable[[str], None] = lambda uri: None  # noqa: E731
     rows: list[tuple[str, float]] = []
@@ -161,9 +162,9 @@ def main() -> None:
             return responses.get(decision)
 
         wire = [request.SerializeToString() for request in requests]
-        never_seen = _checks_us(partial(_service, snapshot), wire)
+        never_seen = _checks_us(partial(_service, generation), wire)
         rows.append((f"{alg} Check, a token never seen (whole path)", never_seen))
-        warm = _service(snapshot)
+        warm = _service(generation)
         remembered = _checks_us(partial(_same, warm), wire[:1] * n)
         rows.append((f"{alg} Check, answer remembered (same request)", remembered))
         rows.append((f"{alg} fresh token: decide (signature verified)", _per_call_us(fresh, n)))

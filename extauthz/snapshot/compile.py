@@ -38,7 +38,6 @@ class Snapshot:
     root_namespace: str
     providers: ProviderSet
     policies: CompiledPolicies
-    config: ConfigSet
     applied: tuple[str, ...]  # "Kind namespace/name" of every resource that applies
     inputs: DecisionInputs  # the request values these decisions read
 
@@ -82,7 +81,6 @@ class Generation:
             root_namespace=root,
             providers=providers,
             policies=group_policies(c for _, c in policies if c is not None),
-            config=self.config,
             applied=tuple(
                 [f"RequestAuthentication {a.meta.ref}" for a, _ in authns]
                 + [f"AuthorizationPolicy {p.meta.ref} ({p.action})" for p, _ in policies]
