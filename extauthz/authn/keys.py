@@ -24,12 +24,13 @@ from extauthz.authn.jwt import b64url_decode
 
 # kty -> the alg prefixes a key of that type can verify (an alg/kty mismatch never verifies).
 ALG_FAMILIES = {"RSA": ("RS", "PS"), "EC": ("ES",), "oct": ("HS",), "OKP": ("EdDSA",)}
-_CURVES: dict[str, tuple[str, ec.EllipticCurve]] = {
+# JWK `crv` -> the JWS alg that signs with it, and the curve (also what `extauthz token` uses).
+EC_CURVES: dict[str, tuple[str, ec.EllipticCurve]] = {
     "P-256": ("ES256", ec.SECP256R1()),
     "P-384": ("ES384", ec.SECP384R1()),
     "P-521": ("ES512", ec.SECP521R1()),
 }
-_CURVE_OF_ALG = {alg: crv for crv, (alg, _) in _CURVES.items()}
+_CURVE_OF_ALG = {alg: crv for crv, (alg, _) in EC_CURVES.items()}
 _ED25519_KEY_LENGTH = 32
 DEFAULT_MAX_KEYS = 100
 MIN_RSA_BITS = 2048  # NIST SP 800-57: shorter moduli are no longer considered safe
@@ -212,11 +213,11 @@ def _ec(entry: dict[str, Any], alg: str) -> tuple[str, Any]:
     if alg and crv and _CURVE_OF_ALG.get(alg) != crv:
         raise JwksError("[crv] field specified is not compatible with [alg] for an EC key")
     crv = crv or _CURVE_OF_ALG.get(alg, "P-256" if not alg else "")
-    if crv not in _CURVES:
+    if crv not in EC_CURVES:
         raise JwksError("[crv] or [alg] field is not supported for an EC key")
     x, y = _b64_int(entry, "x", "EC"), _b64_int(entry, "y", "EC")
     try:
-        return crv, ec.EllipticCurvePublicNumbers(x, y, _CURVES[crv][1]).public_key()
+        return crv, ec.EllipticCurvePublicNumbers(x, y, EC_CURVES[crv][1]).public_key()
     except ValueError as exc:
         raise JwksError("Jwks EC [x] and [y] fields have a parse error.") from exc
 
@@ -296,7 +297,7 @@ def _x509_key(kid: str, pem: str) -> Jwk:
     if isinstance(public, rsa.RSAPublicKey):
         return Jwk(kid, "", "RSA", "", public, _rsa_weakness(public.public_numbers().n))
     if isinstance(public, ec.EllipticCurvePublicKey):
-        crv = {c.name: name for name, (_, c) in _CURVES.items()}.get(public.curve.name, "")
+        crv = {c.name: name for name, (_, c) in EC_CURVES.items()}.get(public.curve.name, "")
         return Jwk(kid, "", "EC", crv, public)
     raise JwksError(f"X509 certificate for kid {kid!r} has an unsupported key type")
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from extauthz.authn.keys import EC_CURVES
 from extauthz.commands.common import UsageError, read_file
 
 # -- durations and claims -------------------------------------------------------------------
@@ -89,11 +90,7 @@ ALGORITHMS = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
 )  # fmt: skip
-_CURVES: dict[str, ec.EllipticCurve] = {
-    "ES256": ec.SECP256R1(),
-    "ES384": ec.SECP384R1(),
-    "ES512": ec.SECP521R1(),
-}
+_CURVES: dict[str, ec.EllipticCurve] = {alg: curve for alg, curve in EC_CURVES.values()}
 _EC_ALG_OF_CURVE = {curve.name: alg for alg, curve in _CURVES.items()}
 _HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: at least the hash size
 _RSA_BITS = 2048
