@@ -45,7 +45,7 @@ def extauthz_loop() -> str:
     try:
         import uvloop  # noqa: F401
 
-        from extauthz import app
+        from extauthz.server import app
     except ImportError:
         return "asyncio"
     return "uvloop" if hasattr(app, "run_event_loop") else "asyncio"
