@@ -13,6 +13,7 @@ import pytest
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import SAMPLE_ISSUER, sample_kid
 from tests.support.commands import ISSUER, run
+from tests.support.config import request_authentication
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -22,15 +23,9 @@ def claims_of(token: str) -> dict[str, Any]:
 
 def policies(jwks: str, principal: str = f"{ISSUER}/alice", extra_rule: str = "") -> str:
     """A RequestAuthentication trusting `jwks` and an ALLOW for one request principal."""
-    return f"""
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {{name: jwt, namespace: foo}}
-spec:
-  jwtRules:
-  - issuer: {ISSUER}
-    jwks: {json.dumps(jwks)}
----
+    return (
+        request_authentication(jwks, ISSUER)
+        + f"""---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {{name: allow-alice, namespace: foo}}
@@ -39,6 +34,7 @@ spec:
   - from:
     - source: {{requestPrincipals: [{json.dumps(principal)}]}}
 {extra_rule}"""
+    )
 
 
 def _generate(capsys: pytest.CaptureFixture[str], alg: str, key: Path, *claims: str) -> str:
