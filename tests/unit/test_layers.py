@@ -26,7 +26,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "extauthz.rig", "extauthz.authn.jwks_fetcher", "extauthz.config.watch",
         "extauthz.config.lint",
     )),
-    ("core", ("extauthz.decision", "extauthz.decision_memo", "extauthz.summary", "extauthz.snapshot")),
+    ("core", (
+        "extauthz.decision", "extauthz.decision_memo", "extauthz.summary", "extauthz.snapshot",
+        "extauthz.native",
+    )),
     ("authn-authz", ("extauthz.authn", "extauthz.authz")),
     ("reading", ("extauthz.config.parse", "extauthz.config.workload", "extauthz.config.changes")),
     ("leaf", (
