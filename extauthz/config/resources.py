@@ -84,6 +84,9 @@ class JWTRule:
     forward_original_token: bool = False
     output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
     timeout_seconds: float | None = None
+    # Claims whose string value Envoy splits on spaces into a list before matching
+    # (Istio 1.28). Only what the rule lists: "scope" and "permission" are always split.
+    space_delimited_claims: tuple[str, ...] = ()
     # The inline `jwks`, parsed once when read (not part of the resource's identity: the
     # text above is).
     keys: KeySet | None = field(default=None, compare=False, repr=False)
@@ -110,6 +113,11 @@ class Source:
     not_ip_blocks: tuple[str, ...] = ()
     remote_ip_blocks: tuple[str, ...] = ()
     not_remote_ip_blocks: tuple[str, ...] = ()
+    # "sa" or "ns/sa"; without "ns/" the policy's namespace is meant.
+    service_accounts: tuple[str, ...] = ()
+    not_service_accounts: tuple[str, ...] = ()
+    trust_domains: tuple[str, ...] = ()
+    not_trust_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
