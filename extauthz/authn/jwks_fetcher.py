@@ -144,7 +144,9 @@ class JwksFetcher:
             found = _MAX_AGE.search(response.headers.get("Cache-Control", ""))
             return bytes(body), float(found.group(1)) if found else None
 
-    async def _download(self, source: JwksSource) -> tuple[KeySet, str, float | None]:
+    async def download(self, source: JwksSource) -> tuple[str, str, float | None]:
+        """The JWKS document's text (after OIDC discovery if the source is a discovery
+        document), the URI it came from, and the max-age its server asked for."""
         jwks_uri = source.uri
         if source.is_discovery:
             raw, _ = await self._get(source.uri, source.timeout_seconds)
@@ -156,13 +158,20 @@ class JwksFetcher:
             if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("http://", "https://")):
                 raise FetchError("invalid", f"jwks_uri in {source.uri} is not an http(s) URL")
         raw, max_age = await self._get(jwks_uri, source.timeout_seconds)
+        return raw.decode("utf-8", "replace"), jwks_uri, max_age
+
+    def parse(self, text: str) -> KeySet:
+        """A downloaded JWKS, within this fetcher's key limits."""
         try:
-            keys = parse_jwks(raw.decode("utf-8", "replace"), self._max_keys, self._strict_keys)
+            return parse_jwks(text, self._max_keys, self._strict_keys)
         except TooManyKeysError as exc:
             raise FetchError("too_many_keys", str(exc)) from exc
         except JwksError as exc:
             raise FetchError("invalid", str(exc)) from exc
-        return keys, jwks_uri, max_age
+
+    async def _download(self, source: JwksSource) -> tuple[KeySet, str, float | None]:
+        text, jwks_uri, max_age = await self.download(source)
+        return self.parse(text), jwks_uri, max_age
 
     async def _fetch(self, source: JwksSource) -> float | None:
         """One fetch, recorded in the store. Returns the next refresh delay on success."""
@@ -234,7 +243,7 @@ class JwksFetcher:
             await asyncio.wait_for(asyncio.shield(task), source.timeout_seconds)
         except TimeoutError:
             return False
-        return self._store.keys(uri) is not None
+        return self._store.keys(uri, time.time()) is not None
 
     # -- background refresh ------------------------------------------------------------------
     async def _keep_fresh(self, source: JwksSource) -> None:
