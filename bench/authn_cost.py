@@ -128,7 +128,7 @@ def main() -> None:
     generation = _generation(json.dumps({"keys": [jwk for _, jwk in snapshot_keys.values()]}))
     snapshot = generation.snapshot_for(WORKLOAD)
     now = int(time.time())
-    no_remote: Callable[[str], None] = lambda uri: None  # noqa: E731
+    no_remote: Callable[[str, float], None] = lambda uri, now: None  # noqa: E731
     rows: list[tuple[str, float]] = []
     for alg, (private, jwk) in snapshot_keys.items():
         tokens = [

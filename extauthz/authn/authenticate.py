@@ -74,7 +74,9 @@ def authenticate(
         return _rejected(verdict, every)
     validity = None
     if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
-        validity = Validity(*_window(every), cache.outcomes.remote_keys(providers, remote_keys))
+        validity = Validity(
+            *_window(every), cache.outcomes.remote_keys(providers, remote_keys, now)
+        )
     result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers, validity)
     if cache is not None and validity is not None:
         cache.outcomes.put(providers, tokens_key, result)

@@ -108,7 +108,7 @@ class Authenticator:
     ) -> JwtStatus:
         """The key and the signature, unless this key set already judged this token."""
         keys = provider.inline_keys or (
-            self._remote_keys(provider.jwks_uri) if provider.jwks_uri else None
+            self._remote_keys(provider.jwks_uri, self._now) if provider.jwks_uri else None
         )
         if keys is None:
             # No key set was ever fetched for this issuer: fail closed, as Envoy does.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from extauthz.authn.keys import KeySet
@@ -28,18 +27,19 @@ class KeyStore:
     """One entry per URI, shared by every rule naming it. Readers get whole immutable states.
 
     Keys older than `max_stale_seconds` (no good fetch since) are no longer served: tokens of
-    that issuer then fail closed until a fetch succeeds again.
+    that issuer then fail closed until a fetch succeeds again. Staleness is judged at each
+    lookup, against the `now` the caller decides with (the store reads no clock).
     """
 
     def __init__(self, max_stale_seconds: float = DEFAULT_MAX_STALE_SECONDS) -> None:
         self.max_stale_seconds = max_stale_seconds
         self._states: dict[str, UriState] = {}
 
-    def keys(self, uri: str) -> KeySet | None:
+    def keys(self, uri: str, now: float) -> KeySet | None:
         state = self._states.get(uri)
         if state is None or state.keys is None or state.fetched_at is None:
             return None
-        if time.time() - state.fetched_at > self.max_stale_seconds:
+        if now - state.fetched_at > self.max_stale_seconds:
             return None
         return state.keys
 

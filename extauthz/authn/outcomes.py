@@ -37,11 +37,13 @@ class AcceptedOutcomes:
 
     @staticmethod
     def remote_keys(
-        providers: ProviderSet, keys: KeyLookup
+        providers: ProviderSet, keys: KeyLookup, now: float
     ) -> tuple[tuple[str, KeySet | None], ...]:
         """The remote key sets an outcome of these providers depends on, as they are now."""
         return tuple(
-            (p.jwks_uri, keys(p.jwks_uri)) for p in providers.providers if p.inline_keys is None
+            (p.jwks_uri, keys(p.jwks_uri, now))
+            for p in providers.providers
+            if p.inline_keys is None
         )
 
     def get(

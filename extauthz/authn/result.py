@@ -11,7 +11,8 @@ from extauthz.authn.keys import KeySet
 from extauthz.authn.status import JwtStatus
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
-KeyLookup = Callable[[str], KeySet | None]
+# The remote key set of a JWKS URI as it serves at `now` (None: never fetched, or stale).
+KeyLookup = Callable[[str, float], KeySet | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class Validity:
     def holds(self, now: float, keys: KeyLookup) -> bool:
         if not self.valid_from <= now <= self.valid_until:
             return False
-        return all(keys(uri) is key_set for uri, key_set in self.remote_keys)
+        return all(keys(uri, now) is key_set for uri, key_set in self.remote_keys)
 
 
 ALWAYS = Validity()  # an outcome that reads no token: nothing time or keys can change

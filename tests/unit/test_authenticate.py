@@ -24,7 +24,7 @@ REMOTE_PROVIDERS = snapshot_from(
 ).providers
 
 
-def no_remote(uri: str) -> KeySet | None:
+def no_remote(uri: str, now: float) -> KeySet | None:
     return None
 
 
@@ -131,7 +131,7 @@ def test_remote_jwks_without_keys_fails_closed() -> None:
     token = TOKENS["good"]
     assert authenticate(bearer(token), providers, no_remote, NOW).status is JwtStatus.JwksFetchFail
     keys = parse_jwks(JWKS)
-    assert authenticate(bearer(token), providers, lambda uri: keys, NOW).is_ok
+    assert authenticate(bearer(token), providers, lambda uri, now: keys, NOW).is_ok
 
 
 def test_forward_original_token_keeps_header() -> None:
@@ -157,10 +157,14 @@ def test_remembered_outcome_is_dropped_when_remote_keys_rotate() -> None:
     providers = REMOTE_PROVIDERS
     cache = TokenCache()
     keys = {"now": parse_jwks(JWKS)}
+
+    def current(uri: str, now: float) -> KeySet | None:
+        return keys["now"]
+
     token = TOKENS["good"]
-    assert authenticate(bearer(token), providers, lambda uri: keys["now"], NOW, cache).is_ok
+    assert authenticate(bearer(token), providers, current, NOW, cache).is_ok
     keys["now"] = parse_jwks(jwks_of(OTHER))  # rotated: KEY is gone
-    after = authenticate(bearer(token), providers, lambda uri: keys["now"], NOW, cache)
+    after = authenticate(bearer(token), providers, current, NOW, cache)
     assert after.status is JwtStatus.JwksKidAlgMismatch
 
 
@@ -219,13 +223,17 @@ def test_wrong_signature_is_verified_once_per_key_set(monkeypatch: pytest.Monkey
     calls = _counting_verify(monkeypatch)
     cache = TokenCache()
     keys = {"now": parse_jwks(JWKS)}
+
+    def current(uri: str, now: float) -> KeySet | None:
+        return keys["now"]
+
     token = TOKENS["wrong-key"]
     for _ in range(3):
-        result = authenticate(bearer(token), REMOTE_PROVIDERS, lambda uri: keys["now"], NOW, cache)
+        result = authenticate(bearer(token), REMOTE_PROVIDERS, current, NOW, cache)
         assert result.status is JwtStatus.JwtVerificationFail
     assert calls == [token]
     keys["now"] = parse_jwks(JWKS)  # the same keys, fetched again: a new key set object
-    result = authenticate(bearer(token), REMOTE_PROVIDERS, lambda uri: keys["now"], NOW, cache)
+    result = authenticate(bearer(token), REMOTE_PROVIDERS, current, NOW, cache)
     assert result.status is JwtStatus.JwtVerificationFail
     assert calls == [token, token]
 

@@ -311,7 +311,7 @@ def test_accepted_beside_a_not_yet_valid_token_is_not_remembered(tmp_path: Path)
 # --- 4. validity: time and key sets ------------------------------------------------------
 
 
-def _no_keys(uri: str) -> KeySet | None:
+def _no_keys(uri: str, now: float) -> KeySet | None:
     return None
 
 
@@ -333,10 +333,11 @@ def test_validity_window(now: float, holds: bool) -> None:
 def test_validity_needs_the_very_same_key_sets() -> None:
     keys, same_content = parse_jwks(JWKS), parse_jwks(JWKS)
     validity = Validity(remote_keys=((REMOTE_URI, keys),))
-    assert validity.holds(0, lambda uri: keys)
-    assert not validity.holds(0, lambda uri: same_content)  # replaced, if equal
+    assert validity.holds(0, lambda uri, now: keys)
+    assert not validity.holds(0, lambda uri, now: same_content)  # replaced, if equal
     assert not validity.holds(0, _no_keys)  # gone (stale)
-    assert not Validity(remote_keys=((REMOTE_URI, None),)).holds(0, lambda uri: keys)  # arrived
+    arrived = Validity(remote_keys=((REMOTE_URI, None),))
+    assert not arrived.holds(0, lambda uri, now: keys)
 
 
 def test_an_answer_is_remembered_while_its_token_is_inside_nbf_exp_and_the_skew(
@@ -397,9 +398,9 @@ def test_a_replaced_remote_key_set_ends_the_answer(tmp_path: Path) -> None:
 
     snapshot = served.store.current
     key = decision_key(request.attributes, snapshot.inputs, id(snapshot))
-    old = served.keys.keys(REMOTE_URI)
+    old = served.keys.keys(REMOTE_URI, NOW)
     served.keys.record_success(REMOTE_URI, parse_jwks(JWKS), time.time())  # same keys, new set
-    assert memo.get(key, snapshot, NOW, lambda uri: old) is not None
+    assert memo.get(key, snapshot, NOW, lambda uri, now: old) is not None
     assert memo.get(key, snapshot, NOW, served.keys.keys) is None
     hits = memo.hits
     assert codes(served.check(request)) == [OK]  # decided again, still allowed

@@ -23,7 +23,7 @@ def _response(token: str, cache: TokenCache, path: str = "/api/v1/products/0") -
     attrs = RequestAttributes(
         path=path, headers=MappingProxyType({"authorization": f"Bearer {token}"})
     )
-    return RESPONSES.get(decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()), cache))
+    return RESPONSES.get(decide(attrs, SNAPSHOT, lambda uri, now: None, int(time.time()), cache))
 
 
 def test_repeated_outcomes_reuse_one_response_and_distinct_ones_do_not() -> None:

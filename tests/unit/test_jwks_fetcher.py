@@ -48,14 +48,14 @@ def test_failures_keep_last_good_keys_and_are_counted() -> None:
             src = source(server.jwks_uri, timeout=0.3)
             store.track({src.uri})
             assert await fetcher.fetch(src) is not None
-            good = store.keys(src.uri)
+            good = store.keys(src.uri, time.time())
             assert good is not None and len(good) == 1
             for mode in ("500", "garbage", "huge", "hang", "drop"):
                 behaviour.mode = mode
                 started = time.monotonic()
                 assert await fetcher.fetch(src) is None
                 assert time.monotonic() - started < 1.0  # the rule's timeout bounds a hang
-                assert store.keys(src.uri) is good
+                assert store.keys(src.uri, time.time()) is good
             assert results == ["ok", "http_error", "invalid", "invalid", "timeout", "http_error"]
             assert store.state(src.uri).failures == 5
         await fetcher.close()
@@ -70,13 +70,14 @@ def test_cold_start_with_server_down_then_recovery_without_restart() -> None:
         fetcher = JwksFetcher(store)
         async with jwks_server(behaviour) as server:
             await fetcher.track({server.jwks_uri: source(server.jwks_uri)})
-            assert store.keys(server.jwks_uri) is None  # tokens of this issuer fail closed
+            # Tokens of this issuer fail closed.
+            assert store.keys(server.jwks_uri, time.time()) is None
             assert store.state(server.jwks_uri).last_error.startswith("http_error")
             behaviour.mode = "ok"
             deadline = time.monotonic() + 5
-            while store.keys(server.jwks_uri) is None and time.monotonic() < deadline:
+            while store.keys(server.jwks_uri, time.time()) is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert store.keys(server.jwks_uri) is not None  # the retry picked it up
+            assert store.keys(server.jwks_uri, time.time()) is not None  # the retry picked it up
         await fetcher.close()
 
     run(scenario)
@@ -177,10 +178,15 @@ def test_stale_keys_stop_serving() -> None:
     store = KeyStore(max_stale_seconds=60)
     from extauthz.authn.keys import parse_jwks
 
-    store.record_success("u", parse_jwks(jwks_of(OLD)), time.time() - 30)
-    assert store.keys("u") is not None
-    store.record_success("u", parse_jwks(jwks_of(OLD)), time.time() - 61)
-    assert store.keys("u") is None
+    now = 1_800_000_000
+    store.record_success("u", parse_jwks(jwks_of(OLD)), now - 30)
+    assert store.keys("u", now) is not None
+    store.record_success("u", parse_jwks(jwks_of(OLD)), now - 61)
+    assert store.keys("u", now) is None
+    # Staleness is judged at lookup: the very same state serves earlier, not later.
+    fetched = now - 61
+    assert store.keys("u", fetched + 60) is not None
+    assert store.keys("u", fetched + 61) is None
 
 
 def test_https_with_the_right_ca_and_fail_closed_with_a_wrong_one(tmp_path: Path) -> None:
@@ -203,7 +209,7 @@ def test_https_with_the_right_ca_and_fail_closed_with_a_wrong_one(tmp_path: Path
                     untrusted, ca_file=ca, on_result=lambda u, r, out=results: out.append(r)
                 )
                 assert await fetcher.fetch(source(server.jwks_uri)) is None
-                assert untrusted.keys(server.jwks_uri) is None
+                assert untrusted.keys(server.jwks_uri, time.time()) is None
                 assert results == ["http_error"]
                 assert "certificate" in untrusted.state(server.jwks_uri).last_error.lower()
                 await fetcher.close()

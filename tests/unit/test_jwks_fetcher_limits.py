@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,12 +66,12 @@ def test_a_key_set_over_the_limit_is_refused_and_the_last_good_keys_keep_serving
         recorder = Recorder()
         async with jwks_server(behaviour) as server:
             assert await recorder.fetch(server.jwks_uri)
-            good = recorder.store.keys(server.jwks_uri)
+            good = recorder.store.keys(server.jwks_uri, time.time())
             behaviour.body = _document(*[GOOD.jwk] * 101)
             with caplog.at_level(logging.WARNING, logger=FETCHER_LOG):
                 assert not await recorder.fetch(server.jwks_uri)
             assert recorder.results == ["ok", "too_many_keys"]
-            assert recorder.store.keys(server.jwks_uri) is good
+            assert recorder.store.keys(server.jwks_uri, time.time()) is good
             message = (
                 "Jwks has 101 keys, more than the limit of 100 (raise it with --max-jwks-keys)"
             )
@@ -89,7 +90,7 @@ def test_a_raised_limit_lets_the_same_key_set_in() -> None:
         recorder = Recorder(max_keys=101)
         async with jwks_server(behaviour) as server:
             assert await recorder.fetch(server.jwks_uri)
-            keys = recorder.store.keys(server.jwks_uri)
+            keys = recorder.store.keys(server.jwks_uri, time.time())
             assert keys is not None and len(keys) == 101
             assert recorder.results == ["ok"]
         await recorder.fetcher.close()
@@ -107,7 +108,7 @@ def test_strict_keys_drops_a_1024_bit_rsa_key(caplog: pytest.LogCaptureFixture) 
         async with jwks_server(behaviour) as server:
             with caplog.at_level(logging.WARNING, logger=FETCHER_LOG):
                 assert await recorder.fetch(server.jwks_uri)
-            keys = recorder.store.keys(server.jwks_uri)
+            keys = recorder.store.keys(server.jwks_uri, time.time())
             assert keys is not None and [k.kid for k in keys.keys] == ["good"]
             reason = "keys[0] (kid 'weak'): RSA modulus of 1024 bits is under 2048 (--strict-keys)"
             assert keys.skipped == (reason,)
@@ -126,7 +127,7 @@ def test_strict_keys_with_only_weak_keys_refuses_the_set() -> None:
         async with jwks_server(behaviour) as server:
             assert not await recorder.fetch(server.jwks_uri)
             assert recorder.results == ["invalid"]
-            assert recorder.store.keys(server.jwks_uri) is None
+            assert recorder.store.keys(server.jwks_uri, time.time()) is None
             assert recorder.store.state(server.jwks_uri).last_error.endswith("(--strict-keys))")
         await recorder.fetcher.close()
 
@@ -143,7 +144,7 @@ def test_weak_keys_are_kept_without_strict_and_logged_once_per_change(
             with caplog.at_level(logging.WARNING, logger=FETCHER_LOG):
                 for _ in range(3):  # the same keys again: nothing new to say
                     assert await recorder.fetch(server.jwks_uri)
-                keys = recorder.store.keys(server.jwks_uri)
+                keys = recorder.store.keys(server.jwks_uri, time.time())
                 assert keys is not None and [k.kid for k in keys.keys] == ["weak", "good"]
                 behaviour.body = _document(GOOD.jwk)
                 assert await recorder.fetch(server.jwks_uri)  # rotated: no weak key left

@@ -33,7 +33,7 @@ def _decision(path: str, token: str = "") -> tuple[RequestAttributes, object]:
         path=path, headers=MappingProxyType(headers), request_id="req-1", source_ip="10.1.2.3"
     )
     # With a token cache, as `serve` decides: an accepted outcome then carries its validity.
-    return attrs, decide(attrs, SNAPSHOT, lambda uri: None, int(time.time()), TokenCache())
+    return attrs, decide(attrs, SNAPSHOT, lambda uri, now: None, int(time.time()), TokenCache())
 
 
 @pytest.mark.parametrize(

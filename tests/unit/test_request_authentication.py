@@ -23,7 +23,7 @@ A, B = "https://a.example", "https://b.example"
 KEY_A, KEY_B = rsa_key(kid="a"), ec_key(kid="b")
 
 
-def no_remote(uri: str) -> KeySet | None:
+def no_remote(uri: str, now: float) -> KeySet | None:
     return None
 
 
@@ -150,7 +150,7 @@ def test_issuer_may_be_omitted_with_jwks_uri() -> None:
     text = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: foo}\nspec:\n  jwtRules:\n  - jwksUri: http://127.0.0.1:1/keys\n"
     providers = snapshot_from(text).providers
     keys = parse_jwks(jwks_of(KEY_A))
-    result = authenticate(attrs(bearer(UNKNOWN)), providers, lambda uri: keys, NOW)
+    result = authenticate(attrs(bearer(UNKNOWN)), providers, lambda uri, now: keys, NOW)
     assert result.principal == "https://c.example/alice"
 
 
