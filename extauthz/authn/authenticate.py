@@ -21,6 +21,7 @@ from typing import Any
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Checked
 from extauthz.authn.cache import TokenCache
+from extauthz.authn.claims import normalized_payload
 from extauthz.authn.extract import extract_tokens
 from extauthz.authn.jwt import parse_jwt
 from extauthz.authn.providers import ProviderSet
@@ -165,17 +166,21 @@ def _accepted(
             value = _claim_header_value(nested_claim(jwt.payload, mapping.claim))
             if value:
                 set_headers.append((mapping.header, value))
-        # Istio asks jwt_authn for payload_in_metadata keyed by the rule's issuer.
-        payloads[provider.issuer or jwt.iss] = jwt.payload
+        # Istio asks jwt_authn for payload_in_metadata keyed by the rule's issuer, each
+        # payload normalized by the provider that verified it.
+        payloads[provider.issuer or jwt.iss] = normalized_payload(
+            jwt.payload, provider.space_delimited_claims
+        )
     first = accepted[0].jwt
     assert first is not None
+    claims = normalized_payload(first.payload, accepted[0].provider.space_delimited_claims)
     # A header we set replaces the client's copy; one we could not fill is removed.
     set_names = {name for name, _ in set_headers}
     remove_headers = [name for name in remove_headers if name not in set_names]
     return AuthnResult(
         JwtStatus.Ok,
         principal=f"{first.iss}/{first.sub}",
-        claims=first.payload,
+        claims=claims,
         issuer=first.iss,
         subject=first.sub,
         kid=first.kid,

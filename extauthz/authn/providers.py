@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from extauthz.authn.claims import DEFAULT_SPACE_DELIMITED_CLAIMS, space_delimited_claims
 from extauthz.authn.extract import Location, rule_locations
 from extauthz.authn.keys import JwksError, KeySet
 from extauthz.authn.result import ALWAYS, ANONYMOUS, AuthnResult
@@ -39,6 +40,8 @@ class JwtProvider:
     forward_original_token: bool
     output_payload_to_header: str
     output_claim_to_headers: tuple[ClaimToHeader, ...]
+    # The claims this provider splits on spaces in the payloads it accepts (claims.py).
+    space_delimited_claims: tuple[str, ...] = DEFAULT_SPACE_DELIMITED_CLAIMS
 
     def allows_issuer(self, issuer: str) -> bool:
         # A rule with only a jwksUri (no issuer) accepts tokens of any issuer, as Envoy does
@@ -103,6 +106,7 @@ def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
                 forward_original_token=rule.forward_original_token,
                 output_payload_to_header=rule.output_payload_to_header,
                 output_claim_to_headers=rule.output_claim_to_headers,
+                space_delimited_claims=space_delimited_claims(rule.space_delimited_claims),
             )
         )
     return tuple(providers)

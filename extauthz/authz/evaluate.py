@@ -72,7 +72,10 @@ def compile_policy(policy: AuthorizationPolicy) -> CompiledPolicy | None:
     if policy.action == "CUSTOM":
         return None
     try:
-        rules = tuple(compile_rule(rule, index) for index, rule in enumerate(policy.rules))
+        rules = tuple(
+            compile_rule(rule, index, policy.meta.namespace)
+            for index, rule in enumerate(policy.rules)
+        )
     except ConfigError as exc:
         raise ConfigError(f"{policy.origin}: AuthorizationPolicy {policy.meta.ref}: {exc}") from exc
     return CompiledPolicy(policy.meta.ref, policy.action, policy.is_dry_run, rules)

@@ -3,14 +3,15 @@
 One Lookup per field or key holds the getter and, beside it, the request values it reads
 (answers are remembered by exactly those values, see snapshot/inputs.py; and
 tests/unit/test_rule_inputs.py checks every getter against its declaration), and how the
-field's values compile (Istio strings, IP blocks or ports).
+field's values compile (Istio strings, IP blocks, ports, service accounts or trust domains;
+a service account without a namespace is the policy's).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from extauthz.attributes import RequestAttributes
@@ -22,6 +23,8 @@ from extauthz.config.parse import ConfigError
 Predicate = Callable[[RequestAttributes, AuthnResult], bool]
 # An attribute getter returns every value the attribute has (empty when absent).
 Getter = Callable[[RequestAttributes, AuthnResult], Sequence[str]]
+# (lookup, the field's values, negate, the policy's namespace) -> the field's predicate
+Build = Callable[["Lookup", Sequence[str], bool, str], Predicate]
 
 _SPIFFE = "spiffe://"
 _NAMESPACE_IN_PRINCIPAL = re.compile(r"/ns/([^/]+)/")
@@ -76,15 +79,23 @@ class Lookup:
 
     get: Getter
     reads: Reads
-    build: Callable[[Lookup, Sequence[str], bool], Predicate]
+    build: Build
     ignore_case: bool = False  # `hosts`
     templates: bool = False  # `paths`: {*} and {**}
 
-    def predicate(self, values: Sequence[str], *, negate: bool) -> Predicate:
-        return self.build(self, values, negate)
+    def predicate(self, values: Sequence[str], *, negate: bool, namespace: str = "") -> Predicate:
+        """`namespace` is the policy's (read by `serviceAccounts` only)."""
+        return self.build(self, values, negate, namespace)
 
 
-def _string_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+def _matching(getter: Getter, matches: Callable[[str], bool], negate: bool) -> Predicate:
+    """Any value the getter returns matches; negated, none does (an absent value included)."""
+    if negate:
+        return lambda attrs, authn: not any(matches(v) for v in getter(attrs, authn))
+    return lambda attrs, authn: any(matches(v) for v in getter(attrs, authn))
+
+
+def _string_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace: str) -> Predicate:
     matcher = StringMatcher(values, ignore_case=lookup.ignore_case, templates=lookup.templates)
     getter = lookup.get
     if negate:
@@ -92,7 +103,47 @@ def _string_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predic
     return lambda attrs, authn: matcher.matches_any(getter(attrs, authn))
 
 
-def _ip_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+def service_account_pattern(value: str, namespace: str) -> str:
+    """istiod's serviceAccountRegex: `sa` or `ns/sa` (without `ns/`, the policy's namespace)
+    as a full match of the peer's SPIFFE URI: any trust domain, then `/ns/<ns>/`, optional
+    segments, `sa/<sa>`, and nothing or `/...` after it (so `sa/a` never matches `sa/ab`)."""
+    ns, slash, sa = value.partition("/")
+    if not slash:
+        ns, sa = namespace, value
+    if not ns:
+        raise ConfigError(f"service account {value!r} needs the policy's namespace")
+    return f"spiffe://.+/ns/{re.escape(ns)}/(.+/|)sa/{re.escape(sa)}(/.+)?"
+
+
+def _service_account_field(
+    lookup: Lookup, values: Sequence[str], negate: bool, namespace: str
+) -> Predicate:
+    pattern = re.compile("|".join(f"(?:{service_account_pattern(v, namespace)})" for v in values))
+    return _matching(lookup.get, lambda principal: bool(pattern.fullmatch(principal)), negate)
+
+
+def trust_domain_matcher(value: str) -> Callable[[str], bool]:
+    """istiod's srcTrustDomainGenerator on the peer's SPIFFE URI: `*` any SPIFFE identity,
+    `td` the prefix `spiffe://td/`, and one `*` at either end any run of characters but `/`
+    in its place."""
+    if value == "*":
+        return lambda principal: principal.startswith(_SPIFFE)
+    if "*" not in value:
+        prefix = f"{_SPIFFE}{value}/"
+        return lambda principal: principal.startswith(prefix)
+    head, _, tail = value.partition("*")
+    pattern = re.compile(f"{re.escape(_SPIFFE + head)}[^/]*{re.escape(tail)}/.*")
+    return lambda principal: bool(pattern.fullmatch(principal))
+
+
+def _trust_domain_field(
+    lookup: Lookup, values: Sequence[str], negate: bool, namespace: str
+) -> Predicate:
+    matchers = tuple(trust_domain_matcher(value) for value in values)
+    return _matching(lookup.get, lambda p: any(m(p) for m in matchers), negate)
+
+
+def _ip_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace: str) -> Predicate:
     matcher = IpMatcher(values)
     getter = lookup.get
     if negate:
@@ -100,7 +151,7 @@ def _ip_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
     return lambda attrs, authn: any(matcher.matches(v) for v in getter(attrs, authn))
 
 
-def _port_field(lookup: Lookup, values: Sequence[str], negate: bool) -> Predicate:
+def _port_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace: str) -> Predicate:
     ports = frozenset(values)
     for port in ports:
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -134,6 +185,14 @@ _PEER_PRINCIPAL = Lookup(
 _REQUEST_PRINCIPAL = Lookup(
     lambda attrs, authn: _one(authn.principal), Reads.of(_V.AUTHN), _string_field
 )
+# serviceAccounts and trustDomains match the whole URI SAN, `spiffe://` included, as istiod's
+# matchers on Envoy's authenticated principal do.
+_PEER_SPIFFE_ID = Lookup(
+    lambda attrs, authn: _one(attrs.source_principal),
+    Reads.of(_V.SOURCE_PRINCIPAL),
+    _service_account_field,
+)
+_PEER_TRUST_DOMAIN = replace(_PEER_SPIFFE_ID, build=_trust_domain_field)
 _NAMESPACE = Lookup(
     lambda attrs, authn: _one(peer_namespace(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
 )
@@ -162,6 +221,8 @@ SOURCE_FIELDS: Mapping[str, Lookup] = {
     "namespaces": _NAMESPACE,
     "ip_blocks": _SOURCE_IP,
     "remote_ip_blocks": _REMOTE_IP,
+    "service_accounts": _PEER_SPIFFE_ID,
+    "trust_domains": _PEER_TRUST_DOMAIN,
 }
 OPERATION_FIELDS: Mapping[str, Lookup] = {
     "hosts": _HOST,

@@ -40,9 +40,11 @@ def _set_fields(
                 yield yaml_name(attr), lookup, values, negate
 
 
-def _field_predicates(spec: Source | Operation, fields: Mapping[str, Lookup]) -> list[Named]:
+def _field_predicates(
+    spec: Source | Operation, fields: Mapping[str, Lookup], namespace: str
+) -> list[Named]:
     return [
-        (name, lookup.predicate(values, negate=negate))
+        (name, lookup.predicate(values, negate=negate, namespace=namespace))
         for name, lookup, values, negate in _set_fields(spec, fields)
     ]
 
@@ -164,17 +166,21 @@ def _first_miss(
     return ", ".join(misses)
 
 
-def compile_rule(rule: Rule, index: int) -> CompiledRule:
+def compile_rule(rule: Rule, index: int, namespace: str = "") -> CompiledRule:
+    """`namespace`: the policy's, which a service account without one belongs to (a rule
+    compiled without it refuses such a service account)."""
     parts: Parts = []
     if rule.sources:
         sources = tuple(
-            tuple((f"source.{n}", p) for n, p in _field_predicates(s, SOURCE_FIELDS))
+            tuple((f"source.{n}", p) for n, p in _field_predicates(s, SOURCE_FIELDS, namespace))
             for s in rule.sources
         )
         parts.append(("from", sources))
     if rule.operations:
         operations = tuple(
-            tuple((f"operation.{n}", p) for n, p in _field_predicates(o, OPERATION_FIELDS))
+            tuple(
+                (f"operation.{n}", p) for n, p in _field_predicates(o, OPERATION_FIELDS, namespace)
+            )
             for o in rule.operations
         )
         parts.append(("to", operations))

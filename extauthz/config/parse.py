@@ -177,8 +177,10 @@ def _claim_to_header(value: Any, where: _Where) -> ClaimToHeader:
 _JWT_RULE_FIELDS = {
     "issuer", "audiences", "jwks", "jwksUri", "jwks_uri", "fromHeaders", "fromParams",
     "fromCookies", "outputPayloadToHeader", "forwardOriginalToken", "outputClaimToHeaders",
-    "timeout",
+    "timeout", "spaceDelimitedClaims",
 }  # fmt: skip
+# The CRD's maxItems of spaceDelimitedClaims.
+_MAX_SPACE_DELIMITED_CLAIMS = 64
 
 
 def _header_name(value: Any, where: _Where, *, required: bool = False) -> str:
@@ -204,6 +206,12 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
     timeout = _duration(spec.get("timeout"), where.at("timeout"))
     if timeout is not None and timeout < 0.001:
         raise where.at("timeout").error("must be at least 1ms")
+    # Names of top-level claims (Envoy never reads them as paths); each at least 1 character.
+    space_delimited = _strings(spec.get("spaceDelimitedClaims"), where.at("spaceDelimitedClaims"))
+    if len(space_delimited) > _MAX_SPACE_DELIMITED_CLAIMS:
+        raise where.at("spaceDelimitedClaims").error(
+            f"may not have more than {_MAX_SPACE_DELIMITED_CLAIMS} items"
+        )
     return JWTRule(
         issuer=issuer,
         audiences=_strings(spec.get("audiences"), where.at("audiences")),
@@ -220,6 +228,7 @@ def _jwt_rule(value: Any, where: _Where) -> JWTRule:
             spec.get("outputClaimToHeaders"), where.at("outputClaimToHeaders"), _claim_to_header
         ),
         timeout_seconds=timeout,
+        space_delimited_claims=space_delimited,
     )
 
 
@@ -230,16 +239,58 @@ def _fields_of(cls: type, value: Any, where: _Where) -> dict[str, tuple[str, ...
     return {names[key]: _strings(item, where.at(key)) for key, item in spec.items()}
 
 
-_NOT_YET = ("service_accounts", "not_service_accounts", "trust_domains", "not_trust_domains")
+# The CRD's maxItems and item maxLength for (not)serviceAccounts, as istiod's
+# security.CheckServiceAccount also checks them.
+_MAX_SERVICE_ACCOUNTS = 16
+_MAX_SERVICE_ACCOUNT_LENGTH = 320
+
+
+def _service_accounts(values: tuple[str, ...], where: _Where) -> None:
+    """istiod's CheckServiceAccount: `sa` or `ns/sa`, no wildcard, both parts non-empty."""
+    if len(values) > _MAX_SERVICE_ACCOUNTS:
+        raise where.error(f"may not have more than {_MAX_SERVICE_ACCOUNTS} values")
+    for index, value in enumerate(values):
+        if "*" in value:
+            raise where.at(index).error(f"{value!r}: wildcard not allowed")
+        ns, slash, sa = value.partition("/")
+        if slash and (not ns or not sa or "/" in sa):
+            raise where.at(index).error(
+                f"{value!r}: expected format 'serviceAccount' or 'namespace/serviceAccount'"
+            )
+        if len(value) > _MAX_SERVICE_ACCOUNT_LENGTH:
+            raise where.at(index).error(
+                f"value cannot exceed {_MAX_SERVICE_ACCOUNT_LENGTH} characters"
+            )
+
+
+def _trust_domains(values: tuple[str, ...], where: _Where) -> None:
+    """istiod's CheckTrustDomainValues: exact, prefix (`td-*`), suffix (`*-td`) or presence
+    (`*`), and never a `/`."""
+    for index, value in enumerate(values):
+        if value.count("*") > 1:
+            raise where.at(index).error(f"{value!r}: at most one wildcard is allowed")
+        if "*" in value and not (value.startswith("*") or value.endswith("*")):
+            raise where.at(index).error(f"{value!r}: wildcard is only allowed at the start or end")
+        if "/" in value:
+            raise where.at(index).error(f"{value!r}: trust domain must not contain '/'")
 
 
 def _source(value: Any, where: _Where) -> Source:
     spec = _mapping(value, where, {"source"})
-    fields = _fields_of(Source, spec.get("source"), where.at("source"))
-    for name in _NOT_YET:  # until authz evaluates them: an ignored field would widen access
-        if name in fields:
-            raise where.at("source").at(yaml_name(name)).error("not supported yet")
-    return Source(**fields)
+    where = where.at("source")
+    source = Source(**_fields_of(Source, spec.get("source"), where))
+    for name in ("service_accounts", "not_service_accounts"):
+        _service_accounts(getattr(source, name), where.at(yaml_name(name)))
+    for name in ("trust_domains", "not_trust_domains"):
+        _trust_domains(getattr(source, name), where.at(yaml_name(name)))
+    # The CRD's rule (and istiod's webhook): a service account names the peer's namespace
+    # already, so the two would only contradict each other.
+    has_service_accounts = source.service_accounts or source.not_service_accounts
+    if has_service_accounts and (
+        source.principals or source.not_principals or source.namespaces or source.not_namespaces
+    ):
+        raise where.error("cannot set serviceAccounts with namespaces or principals")
+    return source
 
 
 def _operation(value: Any, where: _Where) -> Operation:
