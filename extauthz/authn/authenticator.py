@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.extract import FoundToken
-from extauthz.authn.jwt import Jwt, check_time, parse_jwt
+from extauthz.authn.jwt import HeaderCache, Jwt, check_time, parse_jwt
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import JwtProvider
 from extauthz.authn.result import KeyLookup
@@ -27,7 +27,7 @@ from extauthz.authn.verify import verify_signature
 
 CLOCK_SKEW_SECONDS = 60
 
-ParseJwt = Callable[[str], Jwt | JwtStatus]
+ParseJwt = Callable[[str, HeaderCache | None], Jwt | JwtStatus]
 VerifySignature = Callable[[Jwt, KeySet], JwtStatus]
 
 
@@ -95,7 +95,8 @@ class Authenticator:
     def _parse_once(self, token: str) -> Jwt | JwtStatus:
         parsed = self._parsed.get(token)
         if parsed is None:
-            parsed = self._parsed[token] = self._parse(token)
+            headers = self._cache.headers if self._cache is not None else None
+            parsed = self._parsed[token] = self._parse(token, headers)
         return parsed
 
     def _key_status(

@@ -8,7 +8,7 @@ tampered token costs a lookup too, not an RSA or ECDSA verification each time.
 
 from __future__ import annotations
 
-from extauthz.authn.jwt import Jwt
+from extauthz.authn.jwt import Jwt, header_cache
 from extauthz.authn.keys import KeySet
 from extauthz.authn.outcomes import AcceptedOutcomes
 from extauthz.authn.status import JwtStatus
@@ -36,6 +36,8 @@ class TokenCache:
         # Whole outcomes for repeated tokens (see outcomes.py): a cached token then skips
         # parsing, checking and building the result.
         self.outcomes = AcceptedOutcomes(max_entries)
+        # Parsed JWT headers (an issuer uses a few): a new token skips parsing its header.
+        self.headers = header_cache()
 
     def get(self, token: str, keys: KeySet) -> Jwt | None:
         entry = self.lookup(token)

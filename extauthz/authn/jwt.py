@@ -10,11 +10,11 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 from extauthz.authn.status import JwtStatus
+from extauthz.bounded import BoundedCache
 
 # Algorithms Envoy's jwt_verify implements (isImplemented in jwt.cc); anything else, `none`
 # included, is JwtHeaderNotImplementedAlg.
@@ -131,19 +131,31 @@ def _audiences(value: object) -> tuple[str, ...] | None:
 
 
 # Real headers are a few hundred characters; longer ones (a client's invention) are parsed
-# each time, so the header cache holds at most 256 x 1 KiB of client text.
+# each time, so a header cache holds at most 256 x 1 KiB of client text.
+MAX_CACHED_HEADERS = 256
 MAX_CACHED_HEADER_CHARS = 1024
+ParsedHeader = tuple[Mapping[str, Any], str, str] | JwtStatus  # (header, alg, kid) or why not
+HeaderCache = BoundedCache[str, ParsedHeader]
 
 
-def _parse_header(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtStatus:
-    if len(header_b64) > MAX_CACHED_HEADER_CHARS:
+def header_cache() -> HeaderCache:
+    """A cache of parsed headers for `parse_jwt`, owned by whoever owns the token caches."""
+    return BoundedCache(MAX_CACHED_HEADERS, max_entry_cost=MAX_CACHED_HEADER_CHARS)
+
+
+def _parse_header(header_b64: str, headers: HeaderCache | None) -> ParsedHeader:
+    if headers is None:
         return _parse_header_now(header_b64)
-    return _parse_header_cached(header_b64)
+    parsed = headers.get(header_b64)
+    if parsed is None:
+        parsed = _parse_header_now(header_b64)
+        headers.put(header_b64, parsed, cost=len(header_b64))  # not kept when too long
+    return parsed
 
 
-def _parse_header_now(header_b64: str) -> tuple[Mapping[str, Any], str, str] | JwtStatus:
+def _parse_header_now(header_b64: str) -> ParsedHeader:
     """(header, alg, kid). An issuer signs every token with one of a few headers, so each is
-    parsed once (_parse_header_cached) and shared (read-only) by the tokens that carry it."""
+    parsed once (with a HeaderCache) and shared (read-only) by the tokens that carry it."""
     header_raw = b64url_decode(header_b64)
     if header_raw is None:
         return JwtStatus.JwtHeaderParseErrorBadBase64
@@ -161,18 +173,16 @@ def _parse_header_now(header_b64: str) -> tuple[Mapping[str, Any], str, str] | J
     return MappingProxyType(header), alg, kid
 
 
-_parse_header_cached = lru_cache(maxsize=256)(_parse_header_now)
-
-
-def parse_jwt(token: str) -> Jwt | JwtStatus:
-    """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return."""
+def parse_jwt(token: str, headers: HeaderCache | None = None) -> Jwt | JwtStatus:
+    """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return.
+    With `headers`, a header seen before is not parsed again."""
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return JwtStatus.JwtBadFormat
     parts = [part for part in token.split(".") if part]
     if len(parts) != 3:
         return JwtStatus.JwtBadFormat
     header_b64, payload_b64, signature_b64 = parts
-    parsed_header = _parse_header(header_b64)
+    parsed_header = _parse_header(header_b64, headers)
     if isinstance(parsed_header, JwtStatus):
         return parsed_header
     header, alg, kid = parsed_header

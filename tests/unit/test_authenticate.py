@@ -264,9 +264,9 @@ def test_a_token_read_by_two_rules_is_parsed_once(monkeypatch: pytest.MonkeyPatc
     parsed: list[str] = []
     real = module.parse_jwt
 
-    def counting(token: str) -> Any:
+    def counting(token: str, headers: Any) -> Any:
         parsed.append(token)
-        return real(token)
+        return real(token, headers)
 
     monkeypatch.setattr(module, "parse_jwt", counting)
     two_rules = snapshot_from(

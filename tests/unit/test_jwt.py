@@ -5,7 +5,15 @@ import json
 
 import pytest
 
-from extauthz.authn.jwt import Jwt, b64url_decode, check_time, parse_jwt
+from extauthz.authn.jwt import (
+    MAX_CACHED_HEADER_CHARS,
+    MAX_CACHED_HEADERS,
+    Jwt,
+    b64url_decode,
+    check_time,
+    header_cache,
+    parse_jwt,
+)
 from extauthz.authn.status import JwtStatus
 
 
@@ -94,3 +102,27 @@ def test_statuses_carry_envoys_words_and_http_status() -> None:
     assert JwtStatus.JwtUnknownIssuer.message == "Jwt issuer is not configured"
     assert JwtStatus.JwtAudienceNotAllowed.http_status == 403
     assert JwtStatus.JwtExpired.http_status == 401
+
+
+def test_a_header_cache_shares_parsed_headers_and_stays_bounded() -> None:
+    headers = header_cache()
+    first = parse_jwt(f"{GOOD_HEADER}.{GOOD_PAYLOAD}.{SIG}", headers)
+    second = parse_jwt(f"{GOOD_HEADER}.{_seg({'sub': 'other'})}.{SIG}", headers)
+    assert isinstance(first, Jwt) and isinstance(second, Jwt)
+    assert first.header is second.header  # parsed once, shared read-only
+    assert parse_jwt(f"{_seg(b'{')}.{GOOD_PAYLOAD}.{SIG}", headers) is (
+        JwtStatus.JwtHeaderParseErrorBadJson
+    )
+    long_header = _seg({"alg": "RS256", "kid": "k" * MAX_CACHED_HEADER_CHARS})
+    assert isinstance(parse_jwt(f"{long_header}.{GOOD_PAYLOAD}.{SIG}", headers), Jwt)
+    assert long_header not in headers  # a client's long invention is parsed each time
+    for kid in range(MAX_CACHED_HEADERS + 10):
+        parse_jwt(f"{_seg({'alg': 'RS256', 'kid': str(kid)})}.{GOOD_PAYLOAD}.{SIG}", headers)
+    assert len(headers) == MAX_CACHED_HEADERS
+
+
+def test_without_a_header_cache_every_header_is_parsed_anew() -> None:
+    token = f"{GOOD_HEADER}.{GOOD_PAYLOAD}.{SIG}"
+    first, second = parse_jwt(token), parse_jwt(token)
+    assert isinstance(first, Jwt) and isinstance(second, Jwt)
+    assert first.header == second.header and first.header is not second.header
