@@ -34,7 +34,7 @@ class Decision:
     authz: AuthzVerdict | None = None
     body: str = ""
     response_headers: tuple[tuple[str, str], ...] = ()  # sent to the client on a denial
-    generation: int = 0
+    generation_number: int = 0  # the Snapshot.generation that decided (0: no snapshot did)
 
     @property
     def is_allowed(self) -> bool:
@@ -48,7 +48,9 @@ def realm(attrs: RequestAttributes) -> str:
     return f"{scheme}://{attrs.host}{path[:_MAX_REALM_PATH]}"
 
 
-def unauthenticated(attrs: RequestAttributes, authn: AuthnResult, generation: int) -> Decision:
+def unauthenticated(
+    attrs: RequestAttributes, authn: AuthnResult, generation_number: int
+) -> Decision:
     status = authn.status
     challenge = f'Bearer realm="{realm(attrs)}", error="invalid_token"'
     return Decision(
@@ -58,7 +60,7 @@ def unauthenticated(attrs: RequestAttributes, authn: AuthnResult, generation: in
         authn=authn,
         body=status.message,
         response_headers=(("www-authenticate", challenge),),
-        generation=generation,
+        generation_number=generation_number,
     )
 
 
@@ -82,18 +84,18 @@ def decide(
             authn,
             verdict,
             body=RBAC_DENIED_BODY,
-            generation=snapshot.generation,
+            generation_number=snapshot.generation,
         )
     return Decision(
-        Verdict.ALLOW, 200, verdict.reason, authn, verdict, generation=snapshot.generation
+        Verdict.ALLOW, 200, verdict.reason, authn, verdict, generation_number=snapshot.generation
     )
 
 
-def internal_error(reason: str, generation: int = 0) -> Decision:
+def internal_error(reason: str, generation_number: int = 0) -> Decision:
     """What every unexpected failure becomes: a denial, never an allow."""
     return Decision(
         Verdict.DENY, 403, f"internal error: {reason}", _NO_IDENTITY, body=RBAC_DENIED_BODY,
-        generation=generation,
+        generation_number=generation_number,
     )  # fmt: skip
 
 

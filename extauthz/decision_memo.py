@@ -52,7 +52,7 @@ class DecisionMemo(Generic[Response]):
     def put(self, key: Hashable, snapshot: Snapshot, decision: Decision, answer: Response) -> None:
         if decision.verdict is Verdict.UNAUTHENTICATED or decision.authn.validity is None:
             return
-        if decision.generation != snapshot.generation:
+        if decision.generation_number != snapshot.generation:
             return  # decided under another configuration than the key was made for
         self._entries.put(key, (snapshot, decision, answer))
 

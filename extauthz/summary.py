@@ -50,5 +50,5 @@ def summarize(decision: Decision) -> DecisionSummary:
     return DecisionSummary(
         decision.verdict, decision.http_status, decision.reason, authn.status, authn.principal,
         authn.issuer, authn.subject, authn.kid, policy, rule, detail, audits, dry_run,
-        decision.generation,
+        decision.generation_number,
     )  # fmt: skip

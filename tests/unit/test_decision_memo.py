@@ -431,7 +431,7 @@ def test_remote_keys_gone_stale_end_the_answer(tmp_path: Path) -> None:
 def _decision(
     verdict: Verdict, generation: int = 1, validity: Validity | None = ALWAYS
 ) -> Decision:
-    return Decision(verdict, 200, "r", AuthnResult(JwtStatus.Ok, validity=validity), generation=generation)  # fmt: skip
+    return Decision(verdict, 200, "r", AuthnResult(JwtStatus.Ok, validity=validity), generation_number=generation)  # fmt: skip
 
 
 def test_memo_put_and_get_rules() -> None:

@@ -44,20 +44,20 @@ DRY = PolicyMatch("foo/dry", "DENY", 2)
 ALLOWED = Decision(
     Verdict.ALLOW, 200, "allowed by ALLOW policy foo/allow", ALICE,
     AuthzVerdict(True, "allowed by ALLOW policy foo/allow", "foo/allow", 1, (AUDIT,), (DRY,)),
-    generation=7,
+    generation_number=7,
 )  # fmt: skip
 DENIED = Decision(
     Verdict.DENY, 403, "denied by DENY policy foo/deny", AuthnResult(JwtStatus.Ok, validity=ALWAYS),
     AuthzVerdict(False, "denied by DENY policy foo/deny", "foo/deny", 0,
                  detail="rules[0]: to[0].operation.paths matched"),
-    body="RBAC: access denied", generation=7,
+    body="RBAC: access denied", generation_number=7,
 )  # fmt: skip
 EXPIRED = Decision(
     Verdict.UNAUTHENTICATED, 401, "JwtExpired: Jwt is expired",
     AuthnResult(JwtStatus.JwtExpired, issuer="https://i.example", subject="bob", kid="k1"),
     body="Jwt is expired",
     response_headers=(("www-authenticate", 'Bearer realm="http://a/p", error="invalid_token"'),),
-    generation=7,
+    generation_number=7,
 )  # fmt: skip
 
 
@@ -163,7 +163,7 @@ FACTS: dict[str, tuple[Decision, Change]] = {
     "detail": (DENIED, _authz(detail="rules[0]: another")),
     "audits": (ALLOWED, _authz(audits=())),
     "dry_run": (ALLOWED, _authz(dry_run=(AUDIT, DRY))),
-    "generation": (ALLOWED, lambda d: replace(d, generation=8)),
+    "generation": (ALLOWED, lambda d: replace(d, generation_number=8)),
     "body": (DENIED, lambda d: replace(d, body="no")),
     "response_headers": (DENIED, lambda d: replace(d, response_headers=(("x-why", "no"),))),
     "headers_to_set": (ALLOWED, _authn(headers_to_set=(("x-sub", "bob"),))),
