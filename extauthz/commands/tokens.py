@@ -235,16 +235,22 @@ def thumbprint(jwk: Mapping[str, Any]) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
-def mint(key: SigningKey, claims: Mapping[str, Any], kid: str | None = None) -> str:
-    """A signed token; kid defaults to the key's thumbprint, and "" leaves it out."""
+def mint(
+    key: SigningKey,
+    claims: Mapping[str, Any],
+    kid: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+) -> str:
+    """A signed token; kid defaults to the key's thumbprint, and "" leaves it out. `headers`
+    are set last, over kid, typ and alg (the tests' odd headers)."""
     kid = thumbprint(key.public_jwk()) if kid is None else kid
+    header = {"kid": kid} if kid else {}
+    header.update(headers or {})
     with warnings.catch_warnings():
         # A short HMAC secret is legal in a test; `token` says so in one line of its own.
         warnings.filterwarnings("ignore", message="The HMAC key is")
         try:
-            return pyjwt.encode(
-                dict(claims), key.key, algorithm=key.alg, headers={"kid": kid} if kid else None
-            )
+            return pyjwt.encode(dict(claims), key.key, algorithm=key.alg, headers=header or None)
         except TypeError as exc:  # e.g. a YAML date among the claims
             raise UsageError(f"claims must be JSON values: {exc}") from exc
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt as pyjwt
-
+from extauthz.commands.tokens import load_signing_key
+from extauthz.commands.tokens import mint as mint_token
 from extauthz.rig.rig import SAMPLES
 
 SAMPLE_ISSUER = "testing@secure.istio.io"
@@ -22,9 +22,7 @@ def mint(
     claims: dict[str, Any], key_file: Path = SAMPLES / "key.pem", kid: str | None = None
 ) -> str:
     """An RS256 token over `claims`, signed with the sample private key."""
-    return pyjwt.encode(
-        claims, key_file.read_text(), algorithm="RS256", headers={"kid": kid or sample_kid()}
-    )
+    return mint_token(load_signing_key(key_file, "RS256"), claims, kid or sample_kid())
 
 
 def tampered(token: str) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import jwt as pyjwt
 import yaml
 from cryptography.hazmat.primitives import serialization
 from envoy.service.auth.v3 import external_auth_pb2
@@ -31,6 +30,7 @@ from google.rpc import code_pb2
 
 from extauthz.rig.processes import free_port, http_status
 from extauthz.rig.rig import SAMPLES
+from extauthz.rig.tokens import mint
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_POLICIES = SAMPLES / "gateway-policies.yaml"
@@ -322,11 +322,9 @@ def _forged_tokens() -> dict[str, str]:
     )
     confused = hmac.new(public_pem, f"{hs_header}.{payload}".encode(), hashlib.sha256).digest()
     other_sub = _b64(json.dumps({**claims, "sub": "admin"}).encode())
-    key = _sample_key()
 
     def signed(**times: int) -> str:
-        body = {"iss": ISSUER, "sub": ISSUER, "foo": "bar", **times}
-        return pyjwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+        return mint({"iss": ISSUER, "sub": ISSUER, "foo": "bar", **times}, kid=kid)
 
     return {
         "alg-none": f"{none_header}.{payload}.",

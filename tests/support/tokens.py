@@ -10,6 +10,8 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from extauthz.commands import tokens
+
 ISSUER = "https://issuer.example.com"
 SUBJECT = "alice"
 NOW = 1_800_000_000
@@ -22,9 +24,9 @@ class SigningKey:
     jwk: dict[str, Any]
 
     def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        header = {"kid": self.jwk.get("kid")} if self.jwk.get("kid") else {}
-        header.update(headers or {})
-        return pyjwt.encode(claims, self.private, algorithm=self.alg, headers=header)
+        """Minted as `extauthz token` mints: the jwk's kid (if any), then `headers`."""
+        key = tokens.SigningKey(self.private, self.alg)
+        return tokens.mint(key, claims, self.jwk.get("kid") or "", headers)
 
 
 def rsa_key(kid: str = "rsa-1", alg: str = "RS256") -> SigningKey:
