@@ -1,4 +1,4 @@
-"""Command line: `extauthz serve | validate | demo | check | token | jwks | test`.
+"""Command line: `extauthz serve | validate | envoy-config | demo | check | token | jwks | test`.
 
 Errors are one line, not a traceback."""
 
@@ -14,6 +14,7 @@ from extauthz import __version__
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
 from extauthz.authn.key_store import DEFAULT_MAX_STALE_SECONDS
 from extauthz.commands import Handler, add_commands
+from extauthz.commands.envoy_config import add_envoy_config_flags
 from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
 from extauthz.server.connections import ConnectionLimits
@@ -277,6 +278,15 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--root-namespace", default="istio-system", help="Istio's root namespace")
     _add_config_limit_flags(validate)
 
+    native = commands.add_parser(
+        "envoy-config",
+        help="print the policies as Envoy's own jwt_authn and RBAC filters (no extauthz needed)",
+        description="The filters istiod would generate for the workload, for a standard Envoy.",
+    )
+    _add_workload_flags(native)
+    _add_config_limit_flags(native)
+    add_envoy_config_flags(native)
+
     demo = commands.add_parser(
         "demo", help="run Envoy + extauthz + upstreams on loopback and show Istio's sample matrix"
     )
@@ -362,6 +372,26 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _envoy_config(args: argparse.Namespace) -> int:
+    from extauthz.commands.envoy_config import check_addresses, run_envoy_config
+    from extauthz.config.workload import Workload, parse_labels
+
+    try:
+        workload = Workload(args.namespace, parse_labels(args.labels))
+        check_addresses(args)
+    except ValueError as exc:
+        print(f"extauthz: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_envoy_config(args, workload, config_limits(args))
+    except ConfigError as exc:
+        print(f"extauthz: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"extauthz: {exc}", file=sys.stderr)
+        return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from extauthz.rig.demo import run_demo
 
@@ -379,7 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handlers: dict[str, Handler] = {"serve": _serve, "validate": _validate, "demo": _demo}
+    handlers: dict[str, Handler] = {
+        "serve": _serve,
+        "validate": _validate,
+        "envoy-config": _envoy_config,
+        "demo": _demo,
+    }
     handlers.update(args.more_handlers)
     try:
         return handlers[args.command](args)
