@@ -22,12 +22,12 @@ from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Checked
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.claims import normalized_payload
-from extauthz.authn.extract import extract_tokens
+from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import parse_jwt
 from extauthz.authn.providers import ProviderSet
 from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup, Validity
 from extauthz.authn.status import JwtStatus
-from extauthz.authn.verifier import Verdict
+from extauthz.authn.verifier import Verdict, Walk
 from extauthz.authn.verify import verify_signature
 
 
@@ -63,14 +63,13 @@ def authenticate(
     # The parser and the signature check are this module's names, read per call, so that
     # what patches them here (tests counting parses and verifications) sees every call.
     authenticator = Authenticator(remote_keys, now, cache, parse_jwt, verify_signature)
-    # Every provider checks its tokens, also those the tree will not visit: the accepted
-    # result (headers, payloads), its validity and the refetch hint read every check.
-    checked = [
-        authenticator.verify_tokens(provider, found)
-        for provider, found in zip(providers.providers, tokens, strict=True)
-    ]
-    verdict = providers.verifier.verify(checked)
-    every = [c for row in checked for c in row]
+    # The tree walks the providers as Envoy does; each check it makes is recorded, in order.
+    plist = providers.providers
+    walk: Walk[FoundToken, Checked] = Walk(
+        tokens, lambda index, found: authenticator.check(found, plist[index])
+    )
+    verdict = providers.verifier.verify(walk)
+    every = walk.checked
     if not verdict.is_ok:
         return _rejected(verdict, every)
     validity = None
@@ -171,19 +170,22 @@ def _accepted(
         payloads[provider.issuer or jwt.iss] = normalized_payload(
             jwt.payload, provider.space_delimited_claims
         )
-    first = accepted[0].jwt
-    assert first is not None
-    claims = normalized_payload(first.payload, accepted[0].provider.space_delimited_claims)
+    # Every provider writes its payload under one metadata key (istiod's `payload`): the
+    # identity RBAC sees is that of the last token verified.
+    last = accepted[-1]
+    identity = last.jwt
+    assert identity is not None
+    claims = normalized_payload(identity.payload, last.provider.space_delimited_claims)
     # A header we set replaces the client's copy; one we could not fill is removed.
     set_names = {name for name, _ in set_headers}
     remove_headers = [name for name in remove_headers if name not in set_names]
     return AuthnResult(
         JwtStatus.Ok,
-        principal=f"{first.iss}/{first.sub}",
+        principal=f"{identity.iss}/{identity.sub}",
         claims=claims,
-        issuer=first.iss,
-        subject=first.sub,
-        kid=first.kid,
+        issuer=identity.iss,
+        subject=identity.sub,
+        kid=identity.kid,
         headers_to_remove=tuple(dict.fromkeys(remove_headers)),
         params_to_remove=tuple(dict.fromkeys(remove_params)),
         headers_to_set=tuple(dict.fromkeys(set_headers)),

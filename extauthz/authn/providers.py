@@ -113,8 +113,10 @@ def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
 
 
 def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
-    """The providers of one workload, with their locations and output headers gathered."""
-    chosen = tuple(providers)
+    """The providers of one workload, with their locations and output headers gathered.
+    istiod stable-sorts the JWTRules of all RequestAuthentications by issuer before it names
+    them origins-0..n-1, and the order decides which status a rejection reports."""
+    chosen = tuple(sorted(providers, key=lambda provider: provider.issuer))
     locations = tuple(dict.fromkeys(loc for p in chosen for loc in p.locations))
     outputs = tuple(
         dict.fromkeys(

@@ -1,28 +1,31 @@
 """Envoy's requirement tree: which providers must accept a request's tokens, and which status
-a rejected request reports (jwt_authn's verifier.cc).
+a rejected request reports (jwt_authn's verifier.cc, as the Envoy we ship runs it).
 
-istiod compiles the JWTRules that apply to a workload into providers P1..Pn and one
-requirement (convertToEnvoyJwtConfig in pilot/pkg/security/authn/policy_applier.go):
+istiod compiles the JWTRules that apply to a workload, sorted by issuer, into providers
+P1..Pn and one requirement (convertToEnvoyJwtConfig in pilot/pkg/security/authn/
+policy_applier.go):
 
-    n = 1:  OR{P1, allow_missing(P1)}
-    n > 1:  OR{P1, ..., Pn, AND{OR{P1, allow_missing(P1)}, ..., OR{Pn, allow_missing(Pn)}}}
+    n = 1:  OR{P1, allow_missing}
+    n > 1:  OR{P1, ..., Pn, AND{OR{P1, allow_missing}, ..., OR{Pn, allow_missing}}}
 
-`istio_requirement` builds that tree once per ProviderSet. For a request, the authenticator
-(authenticator.py) first checks every token found at every provider's locations; the tree
-then only aggregates those outcomes. Each node kind has one small aggregation function,
-named after the Envoy code it reproduces: `provider_verdict`, `allow_missing_verdict`,
-`any_verdict`, `all_verdict`.
+`istio_requirement` builds that tree once per ProviderSet. A request walks it the way Envoy
+does, and only as far as Envoy does: a provider checks its tokens from the last found to the
+first and stops at the first failure; requires_any stops at the first child that passes;
+requires_all at the first that fails. Every check made is recorded in the `Walk` (what Envoy
+does to the request — removing a verified token's header, writing claim headers, keeping the
+payload — follows the checks that passed, in this order). The aggregation of each node kind is
+one small function: `provider_status`, `any_status`, `all_status`.
 
-These are the semantics extauthz has always had: the allow_missing of Envoy's original
-`AllowMissingVerifierImpl` (a child of its OR, verifying its siblings' tokens) and an OR that
-reports the status of its last child. Envoy 1.17 changed both (envoyproxy/envoy#13839,
-#15194); reproducing the newer aggregation belongs to these four functions and nowhere else.
+In requires_any, `allow_missing` is not a child but a flag (AnyVerifierImpl): when no child
+passes, the children's statuses are aggregated (a real error wins over JwtUnknownIssuer,
+which wins over JwtMissed; among real errors, the last child's), and a JwtMissed result is
+then turned into Ok. Measured against Envoy 1.40 by tests/conformance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, Never, Protocol, TypeVar
 
 from extauthz.authn.status import JwtStatus
@@ -37,6 +40,7 @@ class TokenOutcome(Protocol):
 
 T = TypeVar("T", bound=TokenOutcome)
 T_co = TypeVar("T_co", bound=TokenOutcome, covariant=True)
+F = TypeVar("F")  # a token found at a provider's locations
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,92 +57,89 @@ class Verdict(Generic[T_co]):
 
 OK: Verdict[Never] = Verdict(JwtStatus.Ok)
 MISSED: Verdict[Never] = Verdict(JwtStatus.JwtMissed)
+# Statuses that say "not this provider's token" rather than "a bad token".
+_NOT_MINE = frozenset({JwtStatus.JwtMissed, JwtStatus.JwtUnknownIssuer})
 
 
-def provider_verdict(tokens: Sequence[T]) -> Verdict[T]:
-    """A provider requirement (ProviderVerifierImpl, whose AuthenticatorImpl neither allows
-    missing nor failed): no token is JwtMissed (`verify`); tokens are taken from the last to
-    the first (`startVerify`) and the first failure ends it (`doneWithStatus`)."""
+@dataclass(slots=True)
+class Walk(Generic[F, T]):
+    """One request's way through the tree: the tokens each provider found, how to check one,
+    and every check made, in Envoy's order."""
+
+    found: Sequence[Sequence[F]]  # per provider index
+    check: Callable[[int, F], T]  # (provider index, found token) -> checked
+    checked: list[T] = field(default_factory=list)
+
+    def check_token(self, provider: int, token: F) -> T:
+        outcome = self.check(provider, token)
+        self.checked.append(outcome)
+        return outcome
+
+
+def provider_status(walk: Walk[F, T], provider: int) -> Verdict[T]:
+    """A provider requirement (ProviderVerifierImpl; its AuthenticatorImpl allows neither
+    missing nor failed): no token is JwtMissed; tokens are checked from the last to the first
+    and the first failure ends it (`doneWithStatus`); every token must pass."""
+    tokens = walk.found[provider]
     if not tokens:
         return MISSED
     for token in reversed(tokens):
-        if token.status is not JwtStatus.Ok:
-            return Verdict(token.status, token)
+        outcome = walk.check_token(provider, token)
+        if outcome.status is not JwtStatus.Ok:
+            return Verdict(outcome.status, outcome)
     return OK
 
 
-def allow_missing_verdict(tokens: Sequence[T]) -> Verdict[T]:
-    """allow_missing (AllowMissingVerifierImpl, whose AuthenticatorImpl allows missing): no
-    token passes; otherwise every token is verified, from the last to the first, failures
-    included (`doneWithStatus` goes on), and the status is the last one verified: the first
-    token found."""
-    if not tokens:
-        return OK  # JwtMissed, which allow_missing turns into Ok
-    first = tokens[0]
-    return Verdict(first.status, first)
+def any_status(children: Sequence[Verdict[T]], allow_missing: bool) -> Verdict[T]:
+    """requires_any once no child passed (AnyVerifierImpl::onComplete): a status other than
+    JwtMissed and JwtUnknownIssuer wins (the last such child's), then JwtUnknownIssuer, then
+    JwtMissed; with allow_missing, JwtMissed becomes Ok."""
+    final: Verdict[T] = MISSED
+    for child in children:
+        if child.status not in _NOT_MINE or final.status is JwtStatus.JwtMissed:
+            final = child
+    if allow_missing and final.status is JwtStatus.JwtMissed:
+        return OK
+    return final
 
 
-def any_verdict(children: Iterable[Verdict[T]]) -> Verdict[T]:
-    """requires_any (AnyVerifierImpl::onComplete): done at the first child that passes,
-    otherwise when every child is done, with the status of the last one. (Children complete
-    in order: every key is at hand before a request is decided.)"""
-    last: Verdict[T] = MISSED  # no child at all accepts nothing
-    for verdict in children:
-        if verdict.is_ok:
-            return verdict
-        last = verdict
-    return last
-
-
-def all_verdict(children: Iterable[Verdict[T]]) -> Verdict[T]:
-    """requires_all (AllVerifierImpl::onComplete): done at the first child that fails,
-    otherwise Ok once every child passed."""
-    for verdict in children:
-        if not verdict.is_ok:
-            return verdict
-    return OK
+def all_status(child: Verdict[T]) -> bool:
+    """requires_all (AllVerifierImpl::onComplete): done at the first child that fails."""
+    return not child.is_ok
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderNode:
     provider: int  # index into ProviderSet.providers and into the per-provider tokens
 
-    def verify(self, tokens: Sequence[Sequence[T]]) -> Verdict[T]:
-        return provider_verdict(tokens[self.provider])
+    def verify(self, walk: Walk[F, T]) -> Verdict[T]:
+        return provider_status(walk, self.provider)
 
     def __str__(self) -> str:
         return f"P{self.provider + 1}"
 
 
 @dataclass(frozen=True, slots=True)
-class AllowMissingNode:
-    """Envoy builds an allow_missing's extractor from the providers of its OR siblings
-    (`used_providers`); istiod puts it beside exactly one provider, which it names."""
-
-    provider: int
-
-    def verify(self, tokens: Sequence[Sequence[T]]) -> Verdict[T]:
-        return allow_missing_verdict(tokens[self.provider])
-
-    def __str__(self) -> str:
-        return f"allow_missing(P{self.provider + 1})"
-
-
-@dataclass(frozen=True, slots=True)
 class AnyNode:
     children: tuple[Verifier, ...]
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
-        if not self.children:
+        if not self.children:  # istiod never writes an allow_missing alone
             raise ValueError("requires_any needs at least one requirement")
 
-    def verify(self, tokens: Sequence[Sequence[T]]) -> Verdict[T]:
-        # A generator, so children after the first that passes are not visited, as in
-        # BaseGroupVerifierImpl::verify.
-        return any_verdict(child.verify(tokens) for child in self.children)
+    def verify(self, walk: Walk[F, T]) -> Verdict[T]:
+        done: list[Verdict[T]] = []
+        for child in self.children:  # BaseGroupVerifierImpl::verify: stop once one passes
+            verdict = child.verify(walk)
+            if verdict.is_ok:
+                return verdict
+            done.append(verdict)
+        return any_status(done, self.allow_missing)
 
     def __str__(self) -> str:
-        return "OR{" + ", ".join(map(str, self.children)) + "}"
+        parts = [*map(str, self.children), *(["allow_missing"] if self.allow_missing else [])]
+        return "OR{" + ", ".join(parts) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,12 @@ class AllNode:
         if not self.children:  # an empty AND would accept everything: refuse to build it
             raise ValueError("requires_all needs at least one requirement")
 
-    def verify(self, tokens: Sequence[Sequence[T]]) -> Verdict[T]:
-        return all_verdict(child.verify(tokens) for child in self.children)
+    def verify(self, walk: Walk[F, T]) -> Verdict[T]:
+        for child in self.children:
+            verdict = child.verify(walk)
+            if all_status(verdict):
+                return verdict
+        return OK
 
     def __str__(self) -> str:
         return "AND{" + ", ".join(map(str, self.children)) + "}"
@@ -160,14 +165,14 @@ class AllNode:
 class AllowAllNode:
     """No requirement (AllowAllVerifierImpl): what a workload without JWTRules gets."""
 
-    def verify(self, tokens: Sequence[Sequence[T]]) -> Verdict[T]:
+    def verify(self, walk: Walk[F, T]) -> Verdict[T]:
         return OK
 
     def __str__(self) -> str:
         return "allow_all"
 
 
-Verifier = ProviderNode | AllowMissingNode | AnyNode | AllNode | AllowAllNode
+Verifier = ProviderNode | AnyNode | AllNode | AllowAllNode
 ALLOW_ALL = AllowAllNode()
 
 
@@ -175,7 +180,7 @@ def istio_requirement(provider_count: int) -> Verifier:
     """The tree istiod writes for `provider_count` JWTRules, in the order given."""
     if provider_count == 0:
         return ALLOW_ALL
-    each = tuple(AnyNode((ProviderNode(i), AllowMissingNode(i))) for i in range(provider_count))
+    each = tuple(AnyNode((ProviderNode(i),), allow_missing=True) for i in range(provider_count))
     if provider_count == 1:
         return each[0]
     # The outer OR lets a request through whose token several providers read from one

@@ -300,12 +300,23 @@ def test_header_map_requests_are_not_remembered(tmp_path: Path) -> None:
 
 
 def test_accepted_beside_a_not_yet_valid_token_is_not_remembered(tmp_path: Path) -> None:
-    # The cookie's token may become valid later, and then its payload joins the answer.
+    # The first rule's token is not valid yet, so the second rule's cookie lets the request
+    # in. Once it becomes valid, the first rule passes and its payload is the identity.
+    served = serve(tmp_path, BROAD)
+    soon = token(nbf=NOW + 3000)
+    request = replace(BASE, path="/other/items", headers=bearer(soon)).with_headers(cookie=f"session={other_token()}")  # fmt: skip
+    assert codes(served.check(request, request)) == [OK, OK]
+    assert (served.service.memo.hits, len(served.service.memo)) == (0, 0)
+
+
+def test_a_token_the_walk_never_checks_does_not_matter(tmp_path: Path) -> None:
+    # The first rule accepts the header's token, so (as in Envoy) the second rule never looks
+    # at the cookie: its not-yet-valid token cannot change the answer, which is remembered.
     served = serve(tmp_path, BROAD)
     soon = other_token(nbf=NOW + 3000)
     request = replace(BASE, path="/api/items", headers=bearer(ALICE)).with_headers(cookie=f"session={soon}")  # fmt: skip
     assert codes(served.check(request, request)) == [OK, OK]
-    assert (served.service.memo.hits, len(served.service.memo)) == (0, 0)
+    assert (served.service.memo.hits, len(served.service.memo)) == (1, 1)
 
 
 # --- 4. validity: time and key sets ------------------------------------------------------
@@ -378,14 +389,15 @@ def test_past_exp_and_skew_the_next_check_decides_again(
 
 
 def test_the_window_is_that_of_every_token_accepted(tmp_path: Path) -> None:
+    # One rule, two tokens (header and access_token): both are checked, both must hold.
     served = serve(tmp_path, BROAD)
-    header_exp, cookie_exp = NOW + 900, NOW + 300
-    request = replace(BASE, path="/api/items", headers=bearer(token(exp=header_exp)))
-    request = request.with_headers(cookie=f"session={other_token(exp=cookie_exp, nbf=NOW - 5)}")
+    header_exp, query_exp = NOW + 900, NOW + 300
+    query_token = token(exp=query_exp, nbf=NOW - 5)
+    request = replace(BASE, path=f"/api/items?access_token={query_token}", headers=bearer(token(exp=header_exp)))  # fmt: skip
     attrs = to_attributes(request.build())
     decision = decide(attrs, served.store.current, served.keys.keys, NOW, TokenCache())
     assert decision.is_allowed
-    assert decision.authn.validity == Validity(NOW - 5 - 60, cookie_exp + 60, ())
+    assert decision.authn.validity == Validity(NOW - 5 - 60, query_exp + 60, ())
 
 
 def test_a_replaced_remote_key_set_ends_the_answer(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -13,16 +12,14 @@ from extauthz.authn.verifier import (
     MISSED,
     OK,
     AllNode,
-    AllowMissingNode,
     AnyNode,
     ProviderNode,
     Verdict,
     Verifier,
-    all_verdict,
-    allow_missing_verdict,
-    any_verdict,
+    Walk,
+    any_status,
     istio_requirement,
-    provider_verdict,
+    provider_status,
 )
 from tests.support.config import request_authentication, snapshot_from
 from tests.support.tokens import jwks_of, rsa_key
@@ -47,9 +44,9 @@ OTHER_ISSUER = Token("other-issuer", S.JwtUnknownIssuer)
     ("count", "formula"),
     [
         pytest.param(0, "allow_all", id="no-rules"),
-        pytest.param(1, "OR{P1, allow_missing(P1)}", id="one-rule"),
-        pytest.param(2, "OR{P1, P2, AND{OR{P1, allow_missing(P1)}, OR{P2, allow_missing(P2)}}}", id="two-rules"),
-        pytest.param(3, "OR{P1, P2, P3, AND{OR{P1, allow_missing(P1)}, OR{P2, allow_missing(P2)}, OR{P3, allow_missing(P3)}}}", id="three-rules"),
+        pytest.param(1, "OR{P1, allow_missing}", id="one-rule"),
+        pytest.param(2, "OR{P1, P2, AND{OR{P1, allow_missing}, OR{P2, allow_missing}}}", id="two-rules"),
+        pytest.param(3, "OR{P1, P2, P3, AND{OR{P1, allow_missing}, OR{P2, allow_missing}, OR{P3, allow_missing}}}", id="three-rules"),
     ],
 )  # fmt: skip
 def test_istio_requirement_reads_like_istiods(count: int, formula: str) -> None:
@@ -57,7 +54,7 @@ def test_istio_requirement_reads_like_istiods(count: int, formula: str) -> None:
 
 
 def test_two_rules_tree_structure() -> None:
-    each = tuple(AnyNode((ProviderNode(i), AllowMissingNode(i))) for i in (0, 1))
+    each = tuple(AnyNode((ProviderNode(i),), allow_missing=True) for i in (0, 1))
     assert istio_requirement(2) == AnyNode((ProviderNode(0), ProviderNode(1), AllNode(each)))
 
 
@@ -88,36 +85,29 @@ def _verdict(status: JwtStatus, token: Token | None = None) -> Verdict[Token]:
     return Verdict(status, token)
 
 
-@pytest.mark.parametrize(
-    ("tokens", "expected"),
-    [
-        pytest.param((), MISSED, id="no-token-is-missed"),
-        pytest.param((GOOD,), _verdict(S.Ok), id="one-good"),
-        pytest.param((GOOD, GOOD_2), _verdict(S.Ok), id="every-token-good"),
-        pytest.param((EXPIRED,), _verdict(S.JwtExpired, EXPIRED), id="one-bad"),
-        pytest.param((GOOD, FORGED), _verdict(S.JwtVerificationFail, FORGED), id="good-then-bad-fails"),
-        pytest.param((FORGED, GOOD), _verdict(S.JwtVerificationFail, FORGED), id="bad-then-good-fails"),
-        pytest.param((EXPIRED, FORGED), _verdict(S.JwtVerificationFail, FORGED), id="two-bad-last-checked-first"),
-    ],
-)  # fmt: skip
-def test_provider_verdict(tokens: tuple[Token, ...], expected: Verdict[Token]) -> None:
-    assert provider_verdict(tokens) == expected
+def _walk(*found: tuple[Token, ...]) -> Walk[Token, Token]:
+    """A walk over tokens whose statuses are given: checking one returns it."""
+    return Walk(found, lambda provider, token: token)
 
 
 @pytest.mark.parametrize(
-    ("tokens", "expected"),
+    ("tokens", "expected", "checked"),
     [
-        pytest.param((), _verdict(S.Ok), id="no-token-passes"),
-        pytest.param((GOOD,), _verdict(S.Ok, GOOD), id="one-good"),
-        pytest.param((EXPIRED,), _verdict(S.JwtExpired, EXPIRED), id="one-bad"),
-        pytest.param((GOOD, FORGED), _verdict(S.Ok, GOOD), id="good-then-bad-passes"),
-        pytest.param((FORGED, GOOD), _verdict(S.JwtVerificationFail, FORGED), id="bad-then-good-fails"),
-        pytest.param((EXPIRED, FORGED), _verdict(S.JwtExpired, EXPIRED), id="two-bad-first-reported"),
-        pytest.param((OTHER_ISSUER,), _verdict(S.JwtUnknownIssuer, OTHER_ISSUER), id="other-issuer-is-not-missing"),
+        pytest.param((), MISSED, [], id="no-token-is-missed"),
+        pytest.param((GOOD,), _verdict(S.Ok), [GOOD], id="one-good"),
+        pytest.param((GOOD, GOOD_2), _verdict(S.Ok), [GOOD_2, GOOD], id="every-token-good-last-first"),
+        pytest.param((EXPIRED,), _verdict(S.JwtExpired, EXPIRED), [EXPIRED], id="one-bad"),
+        pytest.param((GOOD, FORGED), _verdict(S.JwtVerificationFail, FORGED), [FORGED], id="good-then-bad-fails"),
+        pytest.param((FORGED, GOOD), _verdict(S.JwtVerificationFail, FORGED), [GOOD, FORGED], id="bad-then-good-fails"),
+        pytest.param((EXPIRED, FORGED), _verdict(S.JwtVerificationFail, FORGED), [FORGED], id="two-bad-last-checked-first"),
     ],
 )  # fmt: skip
-def test_allow_missing_verdict(tokens: tuple[Token, ...], expected: Verdict[Token]) -> None:
-    assert allow_missing_verdict(tokens) == expected
+def test_provider_status(
+    tokens: tuple[Token, ...], expected: Verdict[Token], checked: list[Token]
+) -> None:
+    walk = _walk(tokens)
+    assert provider_status(walk, 0) == expected
+    assert walk.checked == checked
 
 
 EXPIRED_V = _verdict(S.JwtExpired, EXPIRED)
@@ -126,40 +116,34 @@ UNKNOWN_V = _verdict(S.JwtUnknownIssuer, OTHER_ISSUER)
 
 
 @pytest.mark.parametrize(
-    ("children", "expected"),
+    ("children", "allow_missing", "expected"),
     [
-        pytest.param([OK], OK, id="one-passes"),
-        pytest.param([EXPIRED_V, OK], OK, id="a-later-child-passes"),
-        pytest.param([EXPIRED_V, FORGED_V], FORGED_V, id="all-fail-last-reported"),
-        pytest.param([FORGED_V, MISSED], MISSED, id="missed-last-is-reported"),
-        pytest.param([EXPIRED_V, UNKNOWN_V], UNKNOWN_V, id="unknown-issuer-last-is-reported"),
+        pytest.param([EXPIRED_V, FORGED_V], False, FORGED_V, id="real-errors-last-reported"),
+        pytest.param([FORGED_V, MISSED], False, FORGED_V, id="an-error-beats-missed"),
+        pytest.param([MISSED, FORGED_V], False, FORGED_V, id="missed-then-error"),
+        pytest.param([EXPIRED_V, UNKNOWN_V], False, EXPIRED_V, id="an-error-beats-unknown-issuer"),
+        pytest.param([UNKNOWN_V, MISSED], False, UNKNOWN_V, id="unknown-issuer-beats-missed"),
+        pytest.param([MISSED, MISSED], False, MISSED, id="all-missed"),
+        pytest.param([MISSED], True, OK, id="allow-missing-turns-missed-ok"),
+        pytest.param([UNKNOWN_V], True, UNKNOWN_V, id="allow-missing-keeps-unknown-issuer"),
+        pytest.param([EXPIRED_V], True, EXPIRED_V, id="allow-missing-keeps-errors"),
     ],
-)
-def test_any_verdict(children: list[Verdict[Token]], expected: Verdict[Token]) -> None:
-    assert any_verdict(children) == expected
-
-
-@pytest.mark.parametrize(
-    ("children", "expected"),
-    [
-        pytest.param([OK, OK], OK, id="all-pass"),
-        pytest.param([OK, EXPIRED_V, FORGED_V], EXPIRED_V, id="first-failure-reported"),
-        pytest.param([MISSED, OK], MISSED, id="missed-fails"),
-    ],
-)
-def test_all_verdict(children: list[Verdict[Token]], expected: Verdict[Token]) -> None:
-    assert all_verdict(children) == expected
-
-
-def _then_unreachable(first: Verdict[Token]) -> Iterator[Verdict[Token]]:
-    yield first
-    raise AssertionError("a child after the deciding one was verified")
+)  # fmt: skip
+def test_any_status(
+    children: list[Verdict[Token]], allow_missing: bool, expected: Verdict[Token]
+) -> None:
+    assert any_status(children, allow_missing) == expected
 
 
 def test_groups_stop_at_the_deciding_child() -> None:
-    # BaseGroupVerifierImpl::verify stops once the group is completed.
-    assert any_verdict(_then_unreachable(OK)) == OK
-    assert all_verdict(_then_unreachable(FORGED_V)) == FORGED_V
+    # BaseGroupVerifierImpl::verify stops once the group is completed: an OR at the first
+    # child that passes, an AND at the first that fails. The second provider is never asked.
+    walk = _walk((GOOD,), (FORGED,))
+    assert AnyNode((ProviderNode(0), ProviderNode(1))).verify(walk) == OK
+    assert walk.checked == [GOOD]
+    walk = _walk((FORGED,), (GOOD,))
+    assert AllNode((ProviderNode(0), ProviderNode(1))).verify(walk) == FORGED_V
+    assert walk.checked == [FORGED]
 
 
 TWO_RULES = istio_requirement(2)
@@ -168,17 +152,22 @@ TWO_RULES = istio_requirement(2)
 @pytest.mark.parametrize(
     ("tree", "tokens", "expected"),
     [
-        pytest.param(istio_requirement(1), [[]], _verdict(S.Ok), id="one-rule-no-token"),
-        pytest.param(istio_requirement(1), [[GOOD, FORGED]], _verdict(S.Ok, GOOD), id="one-rule-first-token-good"),
-        pytest.param(istio_requirement(1), [[EXPIRED, FORGED]], EXPIRED_V, id="one-rule-first-token-reported"),
-        pytest.param(TWO_RULES, [[GOOD], []], _verdict(S.Ok), id="two-rules-own-locations"),
-        # A token at a location both rules read: its own rule passes, the other's
-        # allow_missing sees a token of another issuer, and the outer OR lets it through.
-        pytest.param(TWO_RULES, [[OTHER_ISSUER], [GOOD]], _verdict(S.Ok), id="two-rules-shared-location"),
-        pytest.param(TWO_RULES, [[EXPIRED], [OTHER_ISSUER]], EXPIRED_V, id="two-rules-and-reports-first-rule"),
-        pytest.param(TWO_RULES, [[OTHER_ISSUER, GOOD], [GOOD, OTHER_ISSUER]], UNKNOWN_V, id="two-rules-each-sees-the-other"),
+        pytest.param(istio_requirement(1), [()], _verdict(S.Ok), id="one-rule-no-token"),
+        # Every token must be good: a bad one anywhere fails the request (Envoy 1.40).
+        pytest.param(istio_requirement(1), [(GOOD, FORGED)], FORGED_V, id="one-rule-good-then-forged"),
+        pytest.param(istio_requirement(1), [(EXPIRED, FORGED)], FORGED_V, id="one-rule-last-token-checked-first"),
+        pytest.param(istio_requirement(1), [(OTHER_ISSUER,)], UNKNOWN_V, id="one-rule-other-issuer-fails"),
+        pytest.param(TWO_RULES, [(GOOD,), ()], _verdict(S.Ok), id="two-rules-own-locations"),
+        # A token at a location both rules read: its own rule passes the outer OR.
+        pytest.param(TWO_RULES, [(OTHER_ISSUER,), (GOOD,)], _verdict(S.Ok), id="two-rules-shared-location"),
+        # Nothing passes: the outer OR reports the AND's status, the first failing rule's.
+        pytest.param(TWO_RULES, [(EXPIRED,), (OTHER_ISSUER,)], EXPIRED_V, id="two-rules-error-over-unknown-issuer"),
+        pytest.param(TWO_RULES, [(OTHER_ISSUER, GOOD), (GOOD, OTHER_ISSUER)], UNKNOWN_V, id="two-rules-each-sees-the-other"),
+        pytest.param(TWO_RULES, [(), (FORGED,)], FORGED_V, id="two-rules-missed-and-forged"),
         pytest.param(ALLOW_ALL, [], _verdict(S.Ok), id="no-rules"),
     ],
 )  # fmt: skip
-def test_tree_verdicts(tree: Verifier, tokens: list[list[Token]], expected: Verdict[Token]) -> None:
-    assert tree.verify(tokens) == expected
+def test_tree_verdicts(
+    tree: Verifier, tokens: list[tuple[Token, ...]], expected: Verdict[Token]
+) -> None:
+    assert tree.verify(_walk(*tokens)) == expected
