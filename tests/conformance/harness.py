@@ -1,0 +1,316 @@
+"""Two real Envoys side by side in front of one echo upstream: (a) the native twin
+(`extauthz envoy-config`'s filters) and (b) ext_authz -> `extauthz serve`. Every generated
+configuration lives in a namespace of its own and gets one listener in each Envoy, so one
+pair of Envoys and one extauthz answer a whole batch of configurations.
+
+What is compared per request: status, body (for a request that reached the upstream, the
+body is the upstream's echo of what it received: method, path, every header), and the
+`www-authenticate` header."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from extauthz.config.parse import parse_documents
+from extauthz.config.workload import Workload, applies_to
+from extauthz.native.bootstrap import NativeConfig, bootstrap, native_config
+from extauthz.rig.processes import Process, answers_200, free_port
+from extauthz.rig.rig import REPO_ENVOY_DIR, find_binary
+
+ROOT_NAMESPACE = "conformance-root"  # no generated resource lives here
+# Headers each Envoy makes up per request: never equal, never a difference.
+UNCOMPARED_UPSTREAM_HEADERS = frozenset({"x-request-id"})
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str = "GET"
+    path: str = "/"
+    host: str = "example.com"
+    headers: tuple[tuple[str, str], ...] = ()
+    label: str = ""  # what the generator meant, for reports
+
+    def wire(self) -> bytes:
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"host: {self.host}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        lines += ["connection: close", "", ""]
+        return "\r\n".join(lines).encode("latin-1")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return ",".join(v for k, v in self.headers if k == name)
+
+    def comparable(self) -> dict[str, Any]:
+        body: Any = self.body.decode("latin-1")
+        if self.header("x-echo") == "1" and not self.body:  # HEAD: no body, its digest
+            body = {"echo-digest": self.header("x-echo-digest")}
+        elif self.header("x-echo") == "1":
+            echoed = json.loads(self.body)
+            echoed["headers"] = [
+                pair for pair in echoed["headers"] if pair[0] not in UNCOMPARED_UPSTREAM_HEADERS
+            ]
+            body = echoed
+        return {
+            "status": self.status,
+            "www-authenticate": self.header("www-authenticate"),
+            "body": body,
+        }
+
+
+@dataclass
+class Case:
+    """One generated configuration (YAML documents, all in `namespace`) and its requests."""
+
+    namespace: str
+    documents: list[dict[str, Any]]
+    requests: list[Request] = field(default_factory=list)
+    workload_labels: dict[str, str] = field(default_factory=lambda: {"app": "web"})
+
+    def yaml(self) -> str:
+        return yaml.safe_dump_all(self.documents, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Difference:
+    case: Case
+    request: Request
+    native: dict[str, Any]
+    extauthz: dict[str, Any]
+
+    def report(self) -> str:
+        return (
+            f"--- configuration {self.case.namespace}\n{self.case.yaml()}"
+            f"--- request ({self.request.label})\n{self.request.wire().decode('latin-1')}"
+            f"--- native Envoy\n{json.dumps(self.native, indent=1)}\n"
+            f"--- extauthz\n{json.dumps(self.extauthz, indent=1)}\n"
+        )
+
+
+# -- the upstream ------------------------------------------------------------------------------
+
+
+async def _echo(request: web.Request) -> web.Response:
+    headers = [[k.decode("latin-1").lower(), v.decode("latin-1")] for k, v in request.raw_headers]
+    kept = [pair for pair in headers if pair[0] not in UNCOMPARED_UPSTREAM_HEADERS]
+    body = {"method": request.method, "path": request.raw_path, "headers": headers}
+    digest = hashlib.sha256(json.dumps([body["method"], body["path"], kept]).encode())
+    return web.json_response(body, headers={"x-echo": "1", "x-echo-digest": digest.hexdigest()})
+
+
+async def start_echo(port: int) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+def _parse_response(raw: bytes) -> Response:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    if ("transfer-encoding", "chunked") in headers:
+        body = _dechunk(body)
+    return Response(status, tuple(headers), body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+async def send(port: int, request: Request, timeout: float = 10.0) -> Response:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request.wire())
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(-1), timeout)
+    finally:
+        writer.close()
+    return _parse_response(raw)
+
+
+# -- the two Envoys and extauthz ---------------------------------------------------------------
+
+
+def _shipped_ext_authz_filter() -> dict[str, Any]:
+    """The ext_authz filter exactly as envoy/gateway.yaml ships it."""
+    config = yaml.safe_load((REPO_ENVOY_DIR / "gateway.yaml").read_text())
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    found: dict[str, Any] = hcm["typed_config"]["http_filters"][0]
+    assert found["name"] == "envoy.filters.http.ext_authz"
+    return found
+
+
+def _extauthz_cluster(port: int) -> dict[str, Any]:
+    return {
+        "name": "extauthz",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "extauthz",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }  # fmt: skip
+
+
+def _merged(parts: Sequence[tuple[str, dict[str, Any]]], admin: int) -> dict[str, Any]:
+    """One bootstrap holding every part's listener (renamed) and the union of clusters."""
+    listeners, clusters = [], {}
+    for name, part in parts:
+        listener = part["static_resources"]["listeners"][0]
+        listener["name"] = name
+        listeners.append(listener)
+        for cluster in part["static_resources"]["clusters"]:
+            clusters.setdefault(cluster["name"], cluster)
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": listeners, "clusters": list(clusters.values())},
+    }
+
+
+def native_of(case: Case) -> NativeConfig:
+    """What `extauthz envoy-config` writes for the case's workload (inline keys only)."""
+    config = parse_documents(case.yaml(), f"{case.namespace}.yaml", case.namespace)
+    workload = Workload(case.namespace, case.workload_labels)
+    authns = [a for a in config.request_authentications if applies_to(a, workload, ROOT_NAMESPACE)]
+    policies = [p for p in config.authorization_policies if applies_to(p, workload, ROOT_NAMESPACE)]
+
+    def no_fetch(rule: Any) -> str | None:
+        raise AssertionError("conformance configurations carry inline keys")
+
+    return native_config(authns, policies, no_fetch)
+
+
+class Pair:
+    """The two Envoys and extauthz for one batch of cases; ports per case."""
+
+    def __init__(self, workdir: Path, cases: Sequence[Case]) -> None:
+        self.workdir = workdir
+        self.cases = list(cases)
+        self.upstream = free_port()
+        self.grpc, self.http = free_port(), free_port()
+        self.native_ports = [free_port() for _ in cases]
+        self.authz_ports = [free_port() for _ in cases]
+        self.processes: list[Process] = []
+        self.warnings: list[str] = []
+
+    def _envoy(self, name: str, config: dict[str, Any], admin: int) -> Process:
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        argv = [find_binary("envoy"), "-c", str(path), "--concurrency", "1",
+                "--disable-hot-restart", "-l", "error"]  # fmt: skip
+        return Process(name, argv, self.workdir)
+
+    def start(self) -> None:
+        policies = self.workdir / "policies.yaml"
+        policies.write_text("---\n".join(case.yaml() for case in self.cases))
+        extauthz = Process(
+            "extauthz",
+            [sys.executable, "-m", "extauthz", "--log-level", "WARNING", "serve",
+             "--config", str(policies),
+             "--root-namespace", ROOT_NAMESPACE, "--grpc-addr", f"127.0.0.1:{self.grpc}",
+             "--http-addr", f"127.0.0.1:{self.http}", "--decision-log", "none"],
+            self.workdir,
+        )  # fmt: skip
+        native_parts, authz_parts = [], []
+        ext_authz = _shipped_ext_authz_filter()
+        for case, native_port, authz_port in zip(
+            self.cases, self.native_ports, self.authz_ports, strict=True
+        ):
+            native = native_of(case)
+            self.warnings += native.warnings
+            up = ("127.0.0.1", self.upstream)
+            native_parts.append((case.namespace, bootstrap(native, ("127.0.0.1", native_port), up)))
+            via = NativeConfig((ext_authz,), (_extauthz_cluster(self.grpc),), ())
+            authz = bootstrap(via, ("127.0.0.1", authz_port), up)
+            hcm = authz["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            labels = ",".join(f"{k}={v}" for k, v in case.workload_labels.items())
+            hcm["typed_config"]["route_config"]["virtual_hosts"][0]["typed_per_filter_config"] = {
+                "envoy.filters.http.ext_authz": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3"
+                    ".ExtAuthzPerRoute",
+                    "check_settings": {
+                        "context_extensions": {"namespace": case.namespace, "labels": labels}
+                    },
+                }
+            }
+            authz_parts.append((case.namespace, authz))
+        native_admin, authz_admin = free_port(), free_port()
+        self.processes = [
+            extauthz,
+            self._envoy("native", _merged(native_parts, native_admin), native_admin),
+            self._envoy("authz", _merged(authz_parts, authz_admin), authz_admin),
+        ]
+        for process in self.processes:
+            process.start()
+        extauthz.wait_until(answers_200(f"http://127.0.0.1:{self.http}/readyz"))
+        self.processes[1].wait_until(answers_200(f"http://127.0.0.1:{native_admin}/ready"))
+        self.processes[2].wait_until(answers_200(f"http://127.0.0.1:{authz_admin}/ready"))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    async def compare(self, concurrency: int = 8) -> tuple[int, list[Difference]]:
+        """Send every case's requests to both Envoys; (requests sent, differences)."""
+        runner = await start_echo(self.upstream)
+        semaphore = asyncio.Semaphore(concurrency)
+        differences: list[Difference] = []
+
+        async def one(index: int, request: Request) -> None:
+            async with semaphore:
+                native = await send(self.native_ports[index], request)
+                authz = await send(self.authz_ports[index], request)
+            a, b = native.comparable(), authz.comparable()
+            if a != b:
+                differences.append(Difference(self.cases[index], request, a, b))
+
+        try:
+            jobs = [
+                one(index, request)
+                for index, case in enumerate(self.cases)
+                for request in case.requests
+            ]
+            await asyncio.gather(*jobs)
+        finally:
+            await runner.cleanup()
+        return len(jobs), differences
