@@ -8,6 +8,7 @@ from types import MappingProxyType
 from urllib.parse import unquote
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,9 @@ class RequestAttributes:
     path: str = "/"  # without query or fragment
     query: str = ""  # raw query string, without the '?'
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # lower-case names
+    # Each header's entries one by one, as Envoy holds them, when Envoy sent them so
+    # (`encode_raw_headers`); `headers` then joins them with "," as Envoy's matchers do.
+    header_lists: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _NO_LISTS)
     scheme: str = "http"
     source_ip: str = ""  # the direct peer of Envoy's downstream connection (Istio's source.ip)
     source_port: int = 0
@@ -51,14 +55,23 @@ class RequestAttributes:
                 return value
         return None
 
+    def header_values(self, name: str) -> tuple[str, ...]:
+        """Every entry of a header in order: one per header line Envoy keeps apart (a header
+        Envoy folds itself, such as authorization, is one entry), or the joined value."""
+        entries = self.header_lists.get(name)
+        if entries is not None:
+            return entries
+        value = self.headers.get(name)
+        return () if value is None else (value,)
+
     def cookie(self, name: str) -> str | None:
-        raw = self.headers.get("cookie")
-        if not raw:
-            return None
-        for part in raw.split(";"):
-            key, sep, value = part.strip().partition("=")
-            if sep and key == name:
-                return value.strip('"')
+        """The first cookie of that name, over every cookie header in order (Envoy's
+        parseCookies), without surrounding double quotes."""
+        for raw in self.header_values("cookie"):
+            for part in raw.split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key == name:
+                    return value.strip('"')
         return None
 
 

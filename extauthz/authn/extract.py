@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.config.resources import JWTRule
-
-# After a header's value prefix, Envoy skips to the first base64url-or-dot character and takes
-# the run of them (ExtractorImpl::extractJWT); '=' is not among them.
-_JWT_RUN = re.compile(r"[A-Za-z0-9\-_.]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +28,15 @@ DEFAULT_LOCATIONS = (
 
 
 def rule_locations(rule: JWTRule) -> tuple[Location, ...]:
-    """A rule's locations in Envoy's reading order: headers, then parameters, then cookies
-    (extract_tokens relies on this order, so it is fixed here, once)."""
+    """A rule's locations in Envoy's reading order (ExtractorImpl): headers, then query
+    parameters, then cookies, each kind sorted by its key (header name and prefix, parameter
+    name, cookie name: Envoy keeps them in sorted maps), each location once. The order
+    decides which token is checked first (the last one found) and whose payload is kept."""
+    headers = sorted({(h.name, h.prefix) for h in rule.from_headers}, key=lambda np: np[0] + np[1])
     locations = (
-        *(Location("header", header.name, header.prefix) for header in rule.from_headers),
-        *(Location("param", name) for name in rule.from_params),
-        *(Location("cookie", name) for name in rule.from_cookies),
+        *(Location("header", name, prefix) for name, prefix in headers),
+        *(Location("param", name) for name in sorted(set(rule.from_params))),
+        *(Location("cookie", name) for name in sorted(set(rule.from_cookies))),
     )
     return locations or DEFAULT_LOCATIONS
 
@@ -50,31 +48,35 @@ class FoundToken:
 
 
 def _from_header(value: str, prefix: str) -> str | None:
-    """Envoy's reading of one header: without a prefix the whole value; with one, the JWT
-    characters after it, or the whole value when none follow (it then fails to parse)."""
+    """Envoy's reading of one header entry: without a prefix the whole value; with one,
+    everything after its first occurrence (case-sensitive, anywhere in the value), or no
+    token when the prefix is absent. Measured against Envoy 1.40: nothing after the prefix
+    is trimmed, so `Bearer <jwt> trailing` is a malformed token, not `<jwt>`."""
     if not prefix:
         return value
     position = value.find(prefix)
     if position < 0:
-        return None  # no prefix anywhere: this header carries no token
-    found = _JWT_RUN.search(value, position + len(prefix))
-    return found.group(0) if found else value
+        return None  # no prefix anywhere: this entry carries no token
+    return value[position + len(prefix) :]
 
 
 def extract_tokens(attrs: RequestAttributes, locations: Iterable[Location]) -> list[FoundToken]:
-    """Every token at the given locations (given in Envoy's order: headers, then query
-    parameters, then cookies, as `rule_locations` makes them). A location that is present
+    """Every token at the given locations (in Envoy's order, as `rule_locations` makes
+    them): one per entry of a header (a header sent twice is two tokens, both checked), the
+    first value of a query parameter, the first cookie of a name. A location that is present
     but empty still yields a (malformed) token, as in Envoy."""
     found: list[FoundToken] = []
     for location in locations:
-        token: str | None
         if location.kind == "header":
-            raw = attrs.headers.get(location.name)
-            token = None if raw is None else _from_header(raw, location.prefix)
-        elif location.kind == "param":
-            token = attrs.query_param(location.name)
+            for raw in attrs.header_values(location.name):
+                token = _from_header(raw, location.prefix)
+                if token is not None:
+                    found.append(FoundToken(token, location))
+            continue
+        if location.kind == "param":
+            value = attrs.query_param(location.name)
         else:
-            token = attrs.cookie(location.name)
-        if token is not None:
-            found.append(FoundToken(token, location))
+            value = attrs.cookie(location.name)
+        if value is not None:
+            found.append(FoundToken(value, location))
     return found

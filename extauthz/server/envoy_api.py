@@ -19,19 +19,21 @@ from extauthz.snapshot.inputs import DecisionInputs
 from extauthz.summary import DecisionSummary, summarize
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
-def _headers(http: Any) -> Mapping[str, str]:
-    if http.headers:
+def _headers(http: Any) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
+    """The request's headers joined as Envoy's matchers see them, and (from a raw header
+    map, sent with `encode_raw_headers`) each header's entries one by one."""
+    if http.headers or not http.header_map.headers:
         headers: Mapping[str, str] = http.headers  # a protobuf map: lookups, no copy
-        return headers
-    # Envoy sends `header_map` instead when `encode_raw_headers` is set.
-    merged: dict[str, str] = {}
-    for header in http.header_map.headers:
-        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-        key = header.key.lower()
-        merged[key] = f"{merged[key]},{value}" if key in merged else value
-    return MappingProxyType(merged)
+        return headers, _NO_LISTS
+    lists = _header_lists(http.header_map.headers)
+    joined = {key: ",".join(values) for key, values in lists.items()}
+    return MappingProxyType(joined), MappingProxyType(lists)
+
+
+_NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 def to_attributes(
@@ -39,7 +41,7 @@ def to_attributes(
 ) -> RequestAttributes:
     attributes = request.attributes
     http = attributes.request.http
-    headers = _headers(http)
+    headers, header_lists = _headers(http)
     path, query = split_path(http.path or headers.get(":path", "/"))
     source = attributes.source.address.socket_address
     destination = attributes.destination.address.socket_address
@@ -49,6 +51,7 @@ def to_attributes(
         path=path,
         query=query,
         headers=headers,
+        header_lists=header_lists,
         scheme=http.scheme or "http",
         source_ip=source.address,
         source_port=source.port_value,
@@ -74,14 +77,17 @@ def decision_key(
 ) -> tuple[Any, ...] | None:
     """The values `inputs` names, raw as Envoy sent them in a CheckRequest's attributes,
     prefixed with `scope`: two requests with equal keys get equal decisions (see
-    snapshot/inputs.py). None when this request is not to be remembered: preflights (CORS
-    bypass reads more headers), raw header maps, requests where to_attributes would fall
-    back to pseudo-headers, and keys longer than MAX_KEY_CHARS."""
+    snapshot/inputs.py); from a raw header map, a header's value is the tuple of its entries.
+    None when this request is not to be remembered: preflights (CORS bypass reads more
+    headers), requests where to_attributes would fall back to pseudo-headers, and keys
+    longer than MAX_KEY_CHARS."""
     if not inputs.rememberable:
         return None
     http = attributes.request.http
     method, path, host = http.method, http.path, http.host
-    headers = http.headers
+    headers: Mapping[str, Any] = http.headers
+    if not headers and http.header_map.headers:
+        headers = _header_lists(http.header_map.headers)
     if method == "OPTIONS" or not method or not path or not host or not headers:
         return None
     key = [scope, method, host, path]
@@ -89,7 +95,7 @@ def decision_key(
     for name in inputs.headers:
         value = headers.get(name)
         if value is not None:
-            size += len(value)
+            size += len(value) if isinstance(value, str) else sum(map(len, value))
         key.append(value)
     if size > MAX_KEY_CHARS:
         return None
@@ -106,6 +112,16 @@ def decision_key(
     return tuple(key)
 
 
+def _header_lists(raw: Iterable[Any]) -> dict[str, tuple[str, ...]]:
+    """A raw header map's entries by lower-case name, values as sent (bytes decoded)."""
+    lists: dict[str, tuple[str, ...]] = {}
+    for header in raw:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        key = header.key.lower()
+        lists[key] = (*lists.get(key, ()), value)
+    return lists
+
+
 def log_fields(
     attributes: attribute_context_pb2.AttributeContext,
 ) -> tuple[str, str, str, str, str]:
@@ -113,8 +129,11 @@ def log_fields(
     request that had a decision_key (so method, host and path are set), with the values
     to_attributes would give: request id, method, host, path without query, source ip."""
     http = attributes.request.http
+    request_id = http.headers.get("x-request-id", "")
+    if not request_id and http.header_map.headers:
+        request_id = ",".join(_header_lists(http.header_map.headers).get("x-request-id", ()))
     return (
-        http.headers.get("x-request-id", ""),
+        request_id,
         http.method,
         http.host,
         split_path(http.path)[0],
@@ -123,12 +142,21 @@ def log_fields(
 
 
 def _header_options(pairs: Iterable[tuple[str, str]]) -> list[base_pb2.HeaderValueOption]:
-    return [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
-        )
-        for key, value in pairs
-    ]
+    """The first value of a name replaces what the request had; later values of the same
+    name are added beside it (jwt_authn adds one claim header per verified token)."""
+    seen: set[str] = set()
+    options = []
+    for key, value in pairs:
+        option = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+        if key in seen:
+            # ext_authz reads the older `append` flag for an allowed request's headers.
+            option.append.value = True
+            option.append_action = _APPEND
+        else:
+            option.append_action = _OVERWRITE
+        seen.add(key)
+        options.append(option)
+    return options
 
 
 _GRPC_CODE = {

@@ -32,6 +32,18 @@ ROOT_NAMESPACE = "conformance-root"  # no generated resource lives here
 UNCOMPARED_UPSTREAM_HEADERS = frozenset({"x-request-id"})
 
 
+def joined_headers(pairs: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Headers as HTTP means them: a name's entries joined with "," in order, names in any
+    order. ext_authz can only append to a header's one entry, where jwt_authn adds a new
+    entry per verified token; to a reader of the list both say the same (README: known
+    differences)."""
+    joined: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name not in UNCOMPARED_UPSTREAM_HEADERS:
+            joined.setdefault(name, []).append(value)
+    return {name: ",".join(values) for name, values in sorted(joined.items())}
+
+
 @dataclass(frozen=True)
 class Request:
     method: str = "GET"
@@ -62,9 +74,7 @@ class Response:
             body = {"echo-digest": self.header("x-echo-digest")}
         elif self.header("x-echo") == "1":
             echoed = json.loads(self.body)
-            echoed["headers"] = [
-                pair for pair in echoed["headers"] if pair[0] not in UNCOMPARED_UPSTREAM_HEADERS
-            ]
+            echoed["headers"] = joined_headers(echoed["headers"])
             body = echoed
         return {
             "status": self.status,
@@ -107,9 +117,10 @@ class Difference:
 
 async def _echo(request: web.Request) -> web.Response:
     headers = [[k.decode("latin-1").lower(), v.decode("latin-1")] for k, v in request.raw_headers]
-    kept = [pair for pair in headers if pair[0] not in UNCOMPARED_UPSTREAM_HEADERS]
     body = {"method": request.method, "path": request.raw_path, "headers": headers}
-    digest = hashlib.sha256(json.dumps([body["method"], body["path"], kept]).encode())
+    digest = hashlib.sha256(
+        json.dumps([request.method, request.raw_path, joined_headers(headers)]).encode()
+    )
     return web.json_response(body, headers={"x-echo": "1", "x-echo-digest": digest.hexdigest()})
 
 

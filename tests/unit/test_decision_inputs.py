@@ -122,12 +122,20 @@ def test_requests_without_a_key(request_: Req) -> None:
     assert decision_key(request_.build().attributes, DecisionInputs(), 1) is None
 
 
-def test_a_header_map_request_has_no_key() -> None:
-    request = external_auth_pb2.CheckRequest()
-    http = request.attributes.request.http
-    http.method, http.host, http.path = "GET", "a.example", "/"
-    http.header_map.headers.add(key="x-foo", raw_value=b"yes")
-    assert decision_key(request.attributes, DecisionInputs(headers=("x-foo",)), 1) is None
+def test_a_header_map_request_is_keyed_by_each_headers_entries() -> None:
+    # With encode_raw_headers, one header sent twice is two tokens to jwt_authn, while the
+    # same bytes in one entry are one: the two must not share a remembered decision.
+    def key(*entries: bytes) -> object:
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.host, http.path = "GET", "a.example", "/"
+        for value in entries:
+            http.header_map.headers.add(key="X-Foo", raw_value=value)
+        return decision_key(request.attributes, DecisionInputs(headers=("x-foo",)), 1)
+
+    assert key(b"yes") == (1, "GET", "a.example", "/", ("yes",))
+    assert key(b"a", b"b") == (1, "GET", "a.example", "/", ("a", "b"))
+    assert key(b"a", b"b") != key(b"a,b")
 
 
 @pytest.mark.parametrize(

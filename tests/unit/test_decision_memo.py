@@ -291,12 +291,13 @@ def _header_map_request(**headers: str) -> external_auth_pb2.CheckRequest:
     return request
 
 
-def test_header_map_requests_are_not_remembered(tmp_path: Path) -> None:
+def test_header_map_requests_are_remembered_by_their_entries(tmp_path: Path) -> None:
+    # encode_raw_headers (the shipped Envoy configs set it) sends a raw header map.
     served = serve(tmp_path, policy(when("request.headers[X-Foo]", "['yes']")))
     yes, no = _header_map_request(x_foo="yes"), _header_map_request(x_foo="no")
     assert codes(served.check(yes, no, yes, no)) == [OK, DENIED, OK, DENIED]
     memo = served.service.memo
-    assert (memo.hits, memo.misses, len(memo)) == (0, 0, 0)
+    assert (memo.hits, memo.misses, len(memo)) == (2, 2, 2)
 
 
 def test_accepted_beside_a_not_yet_valid_token_is_not_remembered(tmp_path: Path) -> None:
