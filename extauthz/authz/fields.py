@@ -16,7 +16,7 @@ from typing import Any
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.result import AuthnResult
-from extauthz.authz.match import IpMatcher, StringMatcher
+from extauthz.authz.match import IpMatcher, RequestPrincipalMatcher, StringMatcher
 from extauthz.authz.reads import Reads, RequestValue
 from extauthz.config.parse import ConfigError
 
@@ -61,15 +61,6 @@ def _claim_values(claims: Any, path: Sequence[str]) -> Sequence[str]:
     if isinstance(value, list):
         return tuple(item for item in value if isinstance(item, str))
     return ()
-
-
-def _host_values(attrs: RequestAttributes) -> Sequence[str]:
-    # `hosts` match the authority with or without its port.
-    host = attrs.host
-    if not host:
-        return ()
-    bare = host.rsplit(":", 1)[0] if not host.endswith("]") and host.count(":") == 1 else host
-    return (host, bare) if bare != host else (host,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +153,27 @@ def _port_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace: 
     return lambda attrs, authn: bool(ports.intersection(getter(attrs, authn)))
 
 
+def _payload_string(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _request_principal_field(
+    lookup: Lookup, values: Sequence[str], negate: bool, namespace: str
+) -> Predicate:
+    # Not the joined "iss/sub" the getter shows: istiod matches the payload's iss and sub
+    # apart (RequestPrincipalMatcher), each of which must be there.
+    matcher = RequestPrincipalMatcher(values)
+
+    def matches(attrs: RequestAttributes, authn: AuthnResult) -> bool:
+        claims = authn.claims
+        return matcher.matches(_payload_string(claims, "iss"), _payload_string(claims, "sub"))
+
+    if negate:
+        return lambda attrs, authn: not matches(attrs, authn)
+    return matches
+
+
 def _claim(*path: str) -> Lookup:
     return Lookup(
         lambda attrs, authn: _claim_values(authn.claims, path),
@@ -183,7 +195,7 @@ _PEER_PRINCIPAL = Lookup(
     lambda attrs, authn: _one(peer_principal(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
 )
 _REQUEST_PRINCIPAL = Lookup(
-    lambda attrs, authn: _one(authn.principal), Reads.of(_V.AUTHN), _string_field
+    lambda attrs, authn: _one(authn.principal), Reads.of(_V.AUTHN), _request_principal_field
 )
 # serviceAccounts and trustDomains match the whole URI SAN, `spiffe://` included, as istiod's
 # matchers on Envoy's authenticated principal do.
@@ -201,8 +213,10 @@ _SOURCE_IP = Lookup(lambda attrs, authn: _one(attrs.source_ip), Reads.of(_V.SOUR
 _REMOTE_IP = Lookup(
     lambda attrs, authn: _one(remote_ip(attrs)), Reads.of(_V.REMOTE_IP, _V.SOURCE_IP), _ip_field
 )
+# `hosts` match the :authority as sent, port included (istiod's header matcher on
+# :authority, ignoring case only): `example.com` does not match `example.com:8080`.
 _HOST = Lookup(
-    lambda attrs, authn: _host_values(attrs), Reads.of(_V.HOST), _string_field, ignore_case=True
+    lambda attrs, authn: _one(attrs.host), Reads.of(_V.HOST), _string_field, ignore_case=True
 )
 _PORT = Lookup(
     lambda attrs, authn: _one(str(attrs.destination_port or "")),

@@ -97,3 +97,65 @@ class IpMatcher:
         except ValueError:
             return False
         return any(address in network for network in self._networks)
+
+
+class _EnvoyString:
+    """One Envoy StringMatcher as istiod writes it for a JWT payload value: `exact` (the
+    empty string included), `prefix`, `suffix`, or the regex `.+` (any non-empty value)."""
+
+    __slots__ = ("_kind", "_text")
+
+    def __init__(self, kind: str, text: str = "") -> None:
+        self._kind, self._text = kind, text
+
+    def matches(self, value: str) -> bool:
+        if self._kind == "exact":
+            return value == self._text
+        if self._kind == "prefix":
+            return value.startswith(self._text)
+        if self._kind == "suffix":
+            return value.endswith(self._text)
+        return bool(value)
+
+
+_ANY = _EnvoyString("any")
+
+
+def _issuer_and_subject(pattern: str) -> tuple[_EnvoyString, _EnvoyString]:
+    """istiod's requestPrincipalGenerator: `iss/sub` split at the last `/`, a `*` at either
+    end widening the part it touches; a pattern without `/` is all issuer with the subject
+    exactly empty, except `*x` (any issuer, a subject ending in x) and `x*` (an issuer
+    starting with x, any subject)."""
+    iss, slash, sub = pattern.rpartition("/")
+    if not slash:
+        iss, sub = pattern, ""
+    if pattern == "*":
+        return _ANY, _ANY
+    if pattern.startswith("*"):
+        if not slash:
+            return _ANY, _EnvoyString("suffix", pattern[1:])
+        issuer = _ANY if iss == "*" else _EnvoyString("suffix", iss[1:])
+        return issuer, _EnvoyString("exact", sub)
+    if pattern.endswith("*"):
+        if not slash:
+            return _EnvoyString("prefix", pattern[:-1]), _ANY
+        subject = _ANY if sub == "*" else _EnvoyString("prefix", sub[:-1])
+        return _EnvoyString("exact", iss), subject
+    return _EnvoyString("exact", iss), _EnvoyString("exact", sub)
+
+
+class RequestPrincipalMatcher:
+    """`requestPrincipals` and `request.auth.principal` as istiod generates them: each pattern
+    is two matchers, on the payload's `iss` and on its `sub`, both of which must be present
+    strings. So `*` needs a non-empty issuer and subject (a token without `sub` is no
+    request principal), and `iss/svc/x` means issuer `iss/svc`, subject `x`."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._pairs = tuple(_issuer_and_subject(pattern) for pattern in patterns)
+
+    def matches(self, issuer: str | None, subject: str | None) -> bool:
+        if issuer is None or subject is None:
+            return False
+        return any(iss.matches(issuer) and sub.matches(subject) for iss, sub in self._pairs)

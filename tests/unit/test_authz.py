@@ -17,7 +17,7 @@ from tests.support.config import snapshot_from
 ALICE = AuthnResult(
     JwtStatus.Ok,
     principal="https://idp/alice",
-    claims=MappingProxyType({"sub": "alice", "groups": ["dev", "ops"], "org": {"team": "blue"}, "aud": "api"}),
+    claims=MappingProxyType({"iss": "https://idp", "sub": "alice", "groups": ["dev", "ops"], "org": {"team": "blue"}, "aud": "api"}),
 )  # fmt: skip
 
 
@@ -62,7 +62,9 @@ def test_seed_policy(path: str, authn: AuthnResult, allowed: bool) -> None:
         pytest.param("  rules:\n  - to:\n    - operation: {paths: ['/a/{*}/c']}\n", RequestAttributes(path="/a/b/c"), ANONYMOUS, True, id="path-template-one-segment"),
         pytest.param("  rules:\n  - to:\n    - operation: {paths: ['/a/{*}/c']}\n", RequestAttributes(path="/a/b/x/c"), ANONYMOUS, False, id="path-template-not-two-segments"),
         pytest.param("  rules:\n  - to:\n    - operation: {paths: ['/a/{**}']}\n", RequestAttributes(path="/a/b/x/c"), ANONYMOUS, True, id="path-template-many"),
-        pytest.param("  rules:\n  - to:\n    - operation: {hosts: [Example.com]}\n", RequestAttributes(host="example.com:8080"), ANONYMOUS, True, id="host-ignores-case-and-port"),
+        pytest.param("  rules:\n  - to:\n    - operation: {hosts: [Example.com]}\n", RequestAttributes(host="example.COM"), ANONYMOUS, True, id="host-ignores-case"),
+        # Measured against Envoy 1.40: :authority is compared as sent, port included.
+        pytest.param("  rules:\n  - to:\n    - operation: {hosts: [Example.com]}\n", RequestAttributes(host="example.com:8080"), ANONYMOUS, False, id="host-with-port-differs"),
         pytest.param("  rules:\n  - to:\n    - operation: {ports: ['8080']}\n", RequestAttributes(destination_port=8080), ANONYMOUS, True, id="port"),
         pytest.param("  rules:\n  - from:\n    - source: {requestPrincipals: ['*']}\n", RequestAttributes(), ANONYMOUS, False, id="request-principal-star-needs-identity"),
         pytest.param("  rules:\n  - from:\n    - source: {requestPrincipals: ['https://idp/*']}\n", RequestAttributes(), ALICE, True, id="request-principal-prefix"),
