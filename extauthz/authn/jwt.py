@@ -7,7 +7,6 @@ and `authenticate` the claims.
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -15,6 +14,7 @@ from typing import Any
 
 from extauthz.authn.status import JwtStatus
 from extauthz.bounded import BoundedCache
+from extauthz.protobuf_json import parse_struct
 
 # Algorithms Envoy's jwt_verify implements (isImplemented in jwt.cc); anything else, `none`
 # included, is JwtHeaderNotImplementedAlg.
@@ -30,7 +30,11 @@ IMPLEMENTED_ALGS = frozenset(
 
 _B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
-_MAX_INT64 = 2**63 - 1
+_B64_WHITESPACE = b" \t\n\v\f\r"  # absl::ascii_isspace
+_B64_PADS = ("=", ".")
+# Pads a segment may end with, by its data length mod 4 (or none at all).
+_B64_PADS_NEEDED = {0: 0, 2: 2, 3: 1}
+_UINT64_LIMIT = float(2**64)
 # Envoy's default limit on request headers is 60 KiB, so no longer token can reach us
 # through it; refusing longer ones up front bounds the work an attacker can ask for.
 MAX_TOKEN_LENGTH = 64 * 1024
@@ -71,9 +75,26 @@ class Jwt:
 
 
 def b64url_decode(segment: str) -> bytes | None:
-    """Strict base64url: the URL alphabet only, optional trailing padding; None when invalid."""
-    data = segment.encode("ascii", "replace").rstrip(b"=")
-    if not _B64URL_ALPHABET.issuperset(data) or len(data) % 4 == 1:
+    """A segment as absl::WebSafeBase64Unescape decodes it for Envoy (measured against Envoy
+    1.40): the URL alphabet; ASCII whitespace anywhere is skipped; the data ends at the first
+    pad character ('=' or '.'), after which only pads and whitespace may follow, and the pads
+    must number 0 or exactly what the length calls for; unused trailing bits are ignored.
+    None when invalid."""
+    cut = len(segment)
+    for pad in _B64_PADS:
+        found = segment.find(pad)
+        if 0 <= found < cut:
+            cut = found
+    data = segment[:cut].encode("ascii", "replace")
+    if not _B64URL_ALPHABET.issuperset(data):
+        data = data.translate(None, _B64_WHITESPACE)
+        if not _B64URL_ALPHABET.issuperset(data):
+            return None
+    if cut < len(segment):
+        tail = segment[cut:].encode("ascii", "replace").translate(None, _B64_WHITESPACE)
+        if tail.strip(b"=.") or len(tail) != _B64_PADS_NEEDED.get(len(data) % 4):
+            return None
+    if len(data) % 4 == 1:
         return None
     padded = data.translate(_URL_TO_STD) + b"=" * (-len(data) % 4)
     try:
@@ -82,49 +103,38 @@ def b64url_decode(segment: str) -> bytes | None:
         return None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Envoy parses headers and payloads into protobuf Structs, whose JSON parser rejects an
-    # object that names a key twice; so do we (no "last one wins" ambiguity).
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate key")
-    return result
-
-
-# One decoder for every token (json.loads with options would build a new one per call).
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-
-
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
         return None
-    return value if isinstance(value, dict) else None
+    return parse_struct(text)
 
 
 def _int_claim(
     payload: Mapping[str, Any], name: str, not_int: JwtStatus, out_of_range: JwtStatus
 ) -> int | JwtStatus:
-    value = payload.get(name)
-    if value is None:
+    """Envoy's StructUtils::GetUInt64 (measured against Envoy 1.40): any number is a double;
+    a present null is not an integer; a double outside [0, 2^64) is out of range; the rest
+    is truncated (an exp of 0.5 is 0, which means none)."""
+    if name not in payload:
         return 0
+    value = payload[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return not_int
-    if value < 0 or value > _MAX_INT64:
+    number = float(value)
+    if number < 0 or number >= _UINT64_LIMIT:
         return out_of_range
-    return int(value)
+    return int(number)
 
 
-def _audiences(value: object) -> tuple[str, ...] | None:
-    if value is None:
+def _audiences(payload: Mapping[str, Any]) -> tuple[str, ...] | None:
+    if "aud" not in payload:
         return ()
+    value = payload["aud"]
     if isinstance(value, str):
         return (value,)
+    # A list of strings only; a present null is not a string (measured against Envoy 1.40).
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
     return None
@@ -176,8 +186,10 @@ def _parse_header_now(header_b64: str) -> ParsedHeader:
 def parse_jwt(token: str, headers: HeaderCache | None = None) -> Jwt | JwtStatus:
     """The parsed token, or the first JwtStatus Envoy's `Jwt::parseFromString` would return.
     With `headers`, a header seen before is not parsed again."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+    if len(token) > MAX_TOKEN_LENGTH:
         return JwtStatus.JwtBadFormat
+    # absl::StrSplit(token, '.', SkipEmpty()): empty sections do not count, so "h.p.s." and
+    # "h..p.s" are well formed, and signed as "h.p" (measured against Envoy 1.40).
     parts = [part for part in token.split(".") if part]
     if len(parts) != 3:
         return JwtStatus.JwtBadFormat
@@ -207,7 +219,7 @@ def parse_jwt(token: str, headers: HeaderCache | None = None) -> Jwt | JwtStatus
         times[name] = parsed
     if not isinstance(payload.get("jti", ""), str):
         return JwtStatus.JwtPayloadParseErrorJtiNotString
-    audiences = _audiences(payload.get("aud"))
+    audiences = _audiences(payload)
     if audiences is None:
         return JwtStatus.JwtPayloadParseErrorAudNotString
 

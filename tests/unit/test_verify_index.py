@@ -72,8 +72,6 @@ def reference_status(jwt: Jwt, keys: KeySet) -> JwtStatus:
     algorithm = {n: a for n, a in get_default_algorithms().items() if n != "none"}.get(jwt.alg)
     if algorithm is None:
         return JwtStatus.JwtHeaderNotImplementedAlg
-    if "crit" in jwt.header:
-        return JwtStatus.JwtVerificationFail
     kid_alg_matched = False
     for jwk in keys.keys:
         if jwt.kid and jwk.kid and jwk.kid != jwt.kid:
