@@ -26,7 +26,7 @@ from extauthz.authn.cache import TokenCache
 from extauthz.authn.claims import normalized_payload
 from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import parse_jwt
-from extauthz.authn.providers import ProviderSet
+from extauthz.authn.providers import JwtProvider, ProviderSet
 from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup, Validity
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verifier import Verdict, Walk
@@ -68,7 +68,10 @@ def authenticate(
     # The tree walks the providers as Envoy does; each check it makes is recorded, in order.
     plist = providers.providers
     walk: Walk[FoundToken, Checked] = Walk(
-        tokens, lambda index, found: authenticator.check(found, plist[index])
+        tokens,
+        lambda index, found: authenticator.check(found, plist[index]),
+        takes=lambda index, checked: _taken(checked),
+        place=_place,
     )
     verdict = providers.verifier.verify(walk)
     every = walk.checked
@@ -79,7 +82,7 @@ def authenticate(
         validity = Validity(
             *_window(every), cache.outcomes.remote_keys(providers, remote_keys, now)
         )
-    result = _accepted([c for c in every if c.status is JwtStatus.Ok], providers, validity)
+    result = _accepted(walk.events, providers, validity)
     if cache is not None and validity is not None:
         cache.outcomes.put(providers, tokens_key, result)
     return result
@@ -149,25 +152,54 @@ def nested_claim(payload: Any, claim: str) -> Any:
     return value
 
 
+def _place(found: FoundToken) -> tuple[str, str]:
+    return found.location.kind, found.location.name
+
+
+def _taken(checked: Checked) -> tuple[str, str] | None:
+    """Where a token that passed leaves the request: its whole header, or its query
+    parameter (measured: jwt_authn removes both); a forwarded token and a cookie stay."""
+    if checked.provider.forward_original_token or checked.found.location.kind == "cookie":
+        return None
+    return _place(checked.found)
+
+
+def _outputs(provider: JwtProvider) -> tuple[str, ...]:
+    names = (
+        provider.output_payload_to_header,
+        *(c.header for c in provider.output_claim_to_headers),
+    )
+    return tuple(name for name in names if name)
+
+
 def _accepted(
-    accepted: list[Checked], providers: ProviderSet, validity: Validity | None
+    events: list[tuple[int, Checked | None]], providers: ProviderSet, validity: Validity | None
 ) -> AuthnResult:
+    """The walk's effects on the request, replayed in order: a provider's node clears the
+    headers it writes, and every token it accepts leaves the request (unless forwarded) and
+    adds its payload and claim headers."""
+    accepted = [outcome for _, outcome in events if outcome is not None]
     if not accepted:
         return replace(providers.anonymous, validity=validity)
-    remove_headers = list(providers.output_headers)
+    # Measured: the client's copies of every provider's output headers are gone, also those
+    # of providers the walk never visits; a node that starts clears them again, dropping
+    # what an earlier visit of the same provider wrote.
+    cleared: list[str] = list(providers.output_headers)
+    remove_headers: list[str] = []
     remove_params: list[str] = []
     set_headers: list[tuple[str, str]] = []
     payloads: dict[str, Any] = {}
-    for item in accepted:
-        jwt, provider, location = item.jwt, item.provider, item.found.location
+    for index, item in events:
+        provider = providers.providers[index]
+        if item is None:
+            names = _outputs(provider)
+            set_headers = [(name, value) for name, value in set_headers if name not in names]
+            cleared.extend(names)
+            continue
+        jwt, location = item.jwt, item.found.location
         assert jwt is not None
-        if not provider.forward_original_token:
-            # Envoy drops the whole header a verified token came from. It leaves a query
-            # parameter in place; we remove that too, so the token never reaches the upstream.
-            if location.kind == "header":
-                remove_headers.append(location.name)
-            elif location.kind == "param":
-                remove_params.append(location.name)
+        if _taken(item) is not None:
+            (remove_headers if location.kind == "header" else remove_params).append(location.name)
         if provider.output_payload_to_header:
             set_headers.append((provider.output_payload_to_header, jwt.token.split(".")[1]))
         for mapping in provider.output_claim_to_headers:
@@ -185,9 +217,9 @@ def _accepted(
     identity = last.jwt
     assert identity is not None
     claims = normalized_payload(identity.payload, last.provider.space_delimited_claims)
-    # A header we set replaces the client's copy; one we could not fill is removed.
+    # A header we set replaces the client's copy; one cleared and not written is removed.
     set_names = {name for name, _ in set_headers}
-    remove_headers = [name for name in remove_headers if name not in set_names]
+    remove_headers = [name for name in (*remove_headers, *cleared) if name not in set_names]
     return AuthnResult(
         JwtStatus.Ok,
         principal=f"{identity.iss}/{identity.sub}",

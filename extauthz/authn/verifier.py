@@ -11,10 +11,13 @@ policy_applier.go):
 `istio_requirement` builds that tree once per ProviderSet. A request walks it the way Envoy
 does, and only as far as Envoy does: a provider checks its tokens from the last found to the
 first and stops at the first failure; requires_any stops at the first child that passes;
-requires_all at the first that fails. Every check made is recorded in the `Walk` (what Envoy
-does to the request — removing a verified token's header, writing claim headers, keeping the
-payload — follows the checks that passed, in this order). The aggregation of each node kind is
-one small function: `provider_status`, `any_status`, `all_status`.
+requires_all at the first that fails. A token that passes leaves the request at once, so a
+provider visited later does not find it (measured: with two rules and a token of each, the
+AND's second rule finds nothing and passes as missing). Every check made is recorded in the
+`Walk`, and so is what Envoy does to the request along the way (clearing a provider's output
+headers when its node starts, writing claim headers for each token it accepts). The
+aggregation of each node kind is one small function: `provider_status`, `any_status`,
+`all_status`.
 
 In requires_any, `allow_missing` is not a child but a flag (AnyVerifierImpl): when no child
 passes, the children's statuses are aggregated (a real error wins over JwtUnknownIssuer,
@@ -24,7 +27,7 @@ then turned into Ok. Measured against Envoy 1.40 by tests/conformance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Never, Protocol, TypeVar
 
@@ -61,18 +64,48 @@ MISSED: Verdict[Never] = Verdict(JwtStatus.JwtMissed)
 _NOT_MINE = frozenset({JwtStatus.JwtMissed, JwtStatus.JwtUnknownIssuer})
 
 
+def _nothing_taken(provider: int, outcome: object) -> Hashable | None:
+    return None
+
+
+def _no_place(token: object) -> Hashable:
+    return None
+
+
 @dataclass(slots=True)
 class Walk(Generic[F, T]):
-    """One request's way through the tree: the tokens each provider found, how to check one,
-    and every check made, in Envoy's order."""
+    """One request's way through the tree: the tokens each provider finds, how to check one,
+    and what the walk did, in Envoy's order.
 
-    found: Sequence[Sequence[F]]  # per provider index
+    Envoy's filter changes the request as it goes: a token that passes (unless the rule
+    forwards it) is taken out of the request at once, so providers visited later no longer
+    find it there. `takes` names the place a passing check empties, `place` the place of a
+    found token; tokens at a place already emptied are not found again."""
+
+    found: Sequence[Sequence[F]]  # per provider index, in the request as sent
     check: Callable[[int, F], T]  # (provider index, found token) -> checked
-    checked: list[T] = field(default_factory=list)
+    takes: Callable[[int, T], Hashable | None] = _nothing_taken
+    place: Callable[[F], Hashable] = _no_place
+    checked: list[T] = field(default_factory=list)  # every check made
+    # (provider, None) when a provider's node starts (Envoy then clears the headers that
+    # provider writes), (provider, outcome) for each token it accepts.
+    events: list[tuple[int, T | None]] = field(default_factory=list)
+    emptied: set[Hashable] = field(default_factory=set)
+
+    def tokens_of(self, provider: int) -> list[F]:
+        self.events.append((provider, None))
+        if not self.emptied:
+            return list(self.found[provider])
+        return [token for token in self.found[provider] if self.place(token) not in self.emptied]
 
     def check_token(self, provider: int, token: F) -> T:
         outcome = self.check(provider, token)
         self.checked.append(outcome)
+        if outcome.status is JwtStatus.Ok:
+            self.events.append((provider, outcome))
+            taken = self.takes(provider, outcome)
+            if taken is not None:
+                self.emptied.add(taken)
         return outcome
 
 
@@ -80,7 +113,7 @@ def provider_status(walk: Walk[F, T], provider: int) -> Verdict[T]:
     """A provider requirement (ProviderVerifierImpl; its AuthenticatorImpl allows neither
     missing nor failed): no token is JwtMissed; tokens are checked from the last to the first
     and the first failure ends it (`doneWithStatus`); every token must pass."""
-    tokens = walk.found[provider]
+    tokens = walk.tokens_of(provider)
     if not tokens:
         return MISSED
     for token in reversed(tokens):

@@ -155,11 +155,25 @@ def run_envoy_config(args: argparse.Namespace, workload: Workload, limits: Confi
     return 0
 
 
+# Plain scalars some YAML readers take for booleans (YAML 1.1, as Envoy's reader does);
+# PyYAML quotes true/false/yes/no/on/off itself, but not these.
+_BOOLISH = frozenset({"y", "Y", "n", "N"})
+
+
 class _PlainDumper(yaml.SafeDumper):
-    """Writes shared values out in full: no `&id001` anchors for a user to untangle."""
+    """Writes shared values out in full (no `&id001` anchors for a user to untangle) and
+    quotes strings a YAML 1.1 reader would take for booleans (a claim named `n`)."""
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        if data in _BOOLISH:
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+        return super().represent_str(data)
+
+
+_PlainDumper.add_representer(str, _PlainDumper.represent_str)
 
 
 def to_yaml(document: object) -> str:

@@ -136,29 +136,38 @@ async def start_echo(port: int) -> web.AppRunner:
 # -- the client --------------------------------------------------------------------------------
 
 
-def _parse_response(raw: bytes) -> Response:
-    head, _, body = raw.partition(b"\r\n\r\n")
+async def _read_response(reader: asyncio.StreamReader, method: str) -> Response:
+    """One HTTP/1.1 response, read to its end by its framing (not to the connection's close:
+    Envoy holds a closing connection open up to its delayed_close_timeout)."""
+    head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = []
     for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip().lower(), value.strip()))
-    if ("transfer-encoding", "chunked") in headers:
-        body = _dechunk(body)
+        if line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+    fields = dict(headers)
+    if method == "HEAD" or status in (204, 304):
+        body = b""
+    elif fields.get("transfer-encoding") == "chunked":
+        body = await _read_chunked(reader)
+    elif "content-length" in fields:
+        body = await reader.readexactly(int(fields["content-length"]))
+    else:
+        body = await reader.read(-1)
     return Response(status, tuple(headers), body)
 
 
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return bytes(out)
+            await reader.readuntil(b"\r\n")
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
 
 
 async def send(port: int, request: Request, timeout: float = 10.0) -> Response:
@@ -166,10 +175,9 @@ async def send(port: int, request: Request, timeout: float = 10.0) -> Response:
     try:
         writer.write(request.wire())
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(-1), timeout)
+        return await asyncio.wait_for(_read_response(reader, request.method), timeout)
     finally:
         writer.close()
-    return _parse_response(raw)
 
 
 # -- the two Envoys and extauthz ---------------------------------------------------------------
@@ -231,22 +239,34 @@ def native_of(case: Case) -> NativeConfig:
     return native_config(authns, policies, no_fetch)
 
 
+def _distinct_ports(count: int, avoid: set[int] | None = None) -> list[int]:
+    """`count` free loopback ports, all different (the kernel may hand one out twice)."""
+    taken = set(avoid or ())
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            ports.append(port)
+    return ports
+
+
 class Pair:
     """The two Envoys and extauthz for one batch of cases; ports per case."""
 
     def __init__(self, workdir: Path, cases: Sequence[Case]) -> None:
         self.workdir = workdir
         self.cases = list(cases)
-        self.upstream = free_port()
-        self.grpc, self.http = free_port(), free_port()
-        self.native_ports = [free_port() for _ in cases]
-        self.authz_ports = [free_port() for _ in cases]
+        ports = _distinct_ports(3 + 2 * len(self.cases))
+        self.upstream, self.grpc, self.http = ports[:3]
+        self.native_ports = ports[3 : 3 + len(self.cases)]
+        self.authz_ports = ports[3 + len(self.cases) :]
         self.processes: list[Process] = []
         self.warnings: list[str] = []
 
     def _envoy(self, name: str, config: dict[str, Any], admin: int) -> Process:
-        path = self.workdir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path = self.workdir / f"{name}.json"  # JSON: no YAML 1.1 reading of `n` as false
+        path.write_text(json.dumps(config))
         argv = [find_binary("envoy"), "-c", str(path), "--concurrency", "1",
                 "--disable-hot-restart", "-l", "error"]  # fmt: skip
         return Process(name, argv, self.workdir)
@@ -285,7 +305,9 @@ class Pair:
                 }
             }
             authz_parts.append((case.namespace, authz))
-        native_admin, authz_admin = free_port(), free_port()
+        native_admin, authz_admin = _distinct_ports(
+            2, avoid=set(self.native_ports + self.authz_ports)
+        )
         self.processes = [
             extauthz,
             self._envoy("native", _merged(native_parts, native_admin), native_admin),

@@ -68,9 +68,11 @@ UNKNOWN = KEY_A.sign(claims(iss="https://c.example"))
         pytest.param(attrs(bearer(GOOD_B)), JwtStatus.Ok, f"{B}/bob", id="issuer-b-same-location"),
         pytest.param(attrs(bearer(EXPIRED_A)), JwtStatus.JwtExpired, "", id="expired-a-reported-by-its-rule"),
         pytest.param(attrs(bearer(UNKNOWN)), JwtStatus.JwtUnknownIssuer, "", id="unknown-issuer"),
-        # Both rules read both default locations, and each rule's allow_missing sees a token
-        # of the other issuer: Istio's Envoy rejects this request, and so do we.
-        pytest.param(attrs(bearer(GOOD_A), f"access_token={GOOD_B}"), JwtStatus.JwtUnknownIssuer, "", id="a-in-header-b-in-query"),
+        # Both rules read both default locations. Measured against Envoy 1.40: rule B accepts
+        # the query's token, which leaves the request; rule A then fails on it no more, and
+        # in the AND rule A accepts the header's token and rule B finds nothing (missing).
+        pytest.param(attrs(bearer(GOOD_A), f"access_token={GOOD_B}"), JwtStatus.Ok, f"{A}/alice", id="a-in-header-b-in-query"),
+        pytest.param(attrs(bearer(GOOD_A), f"access_token={UNKNOWN}"), JwtStatus.JwtUnknownIssuer, "", id="a-in-header-unknown-in-query"),
     ],
 )  # fmt: skip
 def test_two_rules_merge_like_istio(
