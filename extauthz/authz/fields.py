@@ -182,11 +182,28 @@ def _claim(*path: str) -> Lookup:
     )
 
 
+def _header_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace: str) -> Predicate:
+    # istiod's HeaderMatcher: `*` is Envoy's present_match (an empty value is present); any
+    # other value is tested on each entry of the header apart, as Envoy 1.40's header
+    # matcher does for a header sent on several lines (never on the entries joined by ",").
+    is_presence = "*" in values
+    matcher = StringMatcher([v for v in values if v != "*"])
+    getter = lookup.get
+
+    def matches(attrs: RequestAttributes, authn: AuthnResult) -> bool:
+        entries = getter(attrs, authn)
+        return bool(entries) and (is_presence or matcher.matches_any(entries))
+
+    if negate:
+        return lambda attrs, authn: not matches(attrs, authn)
+    return matches
+
+
 def _header(name: str) -> Lookup:
     return Lookup(
-        lambda attrs, authn: _one(attrs.headers.get(name, "")),
+        lambda attrs, authn: attrs.header_values(name),
         Reads.of(headers=(name,)),
-        _string_field,
+        _header_field,
     )
 
 

@@ -64,11 +64,22 @@ class StringMatcher:
         return any(self.matches(value) for value in values)
 
 
+# Envoy's uri_template: a variable matches RFC 3986 pchars only (unreserved, %-encoded,
+# sub-delims, ':' and '@'); `[` and `]`, which Envoy's path normalization leaves as they are,
+# end a match.
+_PCHAR = r"a-zA-Z0-9\-._~%!$&'()*+,;=:@"
+_ONE_SEGMENT = f"[{_PCHAR}]+"  # {*}
+_ANY_SEGMENTS = f"[{_PCHAR}/]*"  # {**}: zero or more characters, `/` included
+
+
 def _path_template(pattern: str) -> re.Pattern[str]:
-    """Istio's path templates: `{*}` is one path segment, `{**}` any number of them (last)."""
+    """Istio's path templates as Envoy's uri_template matches them: `{*}` is one non-empty
+    path segment, `{**}` any run of segments, the empty one included (`/api/{**}` matches
+    `/api/`, `/a/{**}/b` matches `/a//b`)."""
     parts = re.split(r"(\{\*\*\}|\{\*\})", pattern)
     regex = "".join(
-        "[^/]+" if part == "{*}" else ".+" if part == "{**}" else re.escape(part) for part in parts
+        _ONE_SEGMENT if part == "{*}" else _ANY_SEGMENTS if part == "{**}" else re.escape(part)
+        for part in parts
     )
     if "{" in re.sub(r"\{\*\*?\}", "", pattern):
         raise ConfigError(f"path template {pattern!r}: only {{*}} and {{**}} are supported")
