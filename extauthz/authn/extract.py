@@ -47,17 +47,25 @@ class FoundToken:
     location: Location
 
 
+_JWT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
 def _from_header(value: str, prefix: str) -> str | None:
-    """Envoy's reading of one header entry: without a prefix the whole value; with one,
-    everything after its first occurrence (case-sensitive, anywhere in the value), or no
-    token when the prefix is absent. Measured against Envoy 1.40: nothing after the prefix
-    is trimmed, so `Bearer <jwt> trailing` is a malformed token, not `<jwt>`."""
+    """Envoy's reading of one header entry: without a prefix the whole value; with one, from
+    the first base64url-or-dot character after its first occurrence (case-sensitive,
+    anywhere in the value) to the end, or the whole value when no such character follows;
+    no token when the prefix is absent. Measured against Envoy 1.40: characters before the
+    token are skipped (`Bearer  *<jwt>` is `<jwt>`), nothing after it is trimmed
+    (`Bearer <jwt> trailing` is a malformed token)."""
     if not prefix:
         return value
     position = value.find(prefix)
     if position < 0:
         return None  # no prefix anywhere: this entry carries no token
-    return value[position + len(prefix) :]
+    for start in range(position + len(prefix), len(value)):
+        if value[start] in _JWT_CHARS:
+            return value[start:]
+    return value
 
 
 def extract_tokens(attrs: RequestAttributes, locations: Iterable[Location]) -> list[FoundToken]:

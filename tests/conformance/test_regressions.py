@@ -94,6 +94,10 @@ CASES: dict[str, tuple[list[dict[str, Any]], list[Request]]] = {
             get("prefix inside the value", ("authorization", f"xx Bearer {GOOD}")),
             get("space inside the signature", ("authorization", f"Bearer {_H}.{_P}.{_S[:10]} {_S[10:]}")),
             get("lower-case prefix is no token", ("authorization", f"bearer {GOOD}")),
+            get("tab after the prefix", ("authorization", f"Bearer \t{GOOD}")),
+            get("star after the prefix", ("authorization", f"Bearer *{GOOD}")),
+            get("quoted token", ("authorization", f'Bearer "{GOOD}"')),
+            get("only stars", ("authorization", "Bearer ***")),
         ],
     ),
     # Envoy reads header locations sorted by name+prefix, then parameters, then cookies, and
