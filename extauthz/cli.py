@@ -53,6 +53,12 @@ def _add_config_limit_flags(parser: argparse.ArgumentParser) -> None:
         "(it allows every request); without it, such a configuration is an error",
     )
     parser.add_argument(
+        "--refuse-crit",
+        action="store_true",
+        help="reject tokens whose header has `crit` (RFC 7515); Envoy, and extauthz by "
+        "default, ignore it",
+    )
+    parser.add_argument(
         "--strict-keys",
         action="store_true",
         help="refuse weak keys (RSA under 2048 bits, HMAC secrets shorter than their hash) "
@@ -97,6 +103,7 @@ def config_limits(args: argparse.Namespace) -> ConfigLimits:
         max_nodes=args.max_config_nodes,
         max_jwks_keys=args.max_jwks_keys,
         strict_keys=args.strict_keys,
+        refuse_crit=args.refuse_crit,
         allow_empty=args.allow_empty_config,
         load_timeout_seconds=args.config_load_timeout,
     )

@@ -25,12 +25,17 @@ from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Chec
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.claims import normalized_payload
 from extauthz.authn.extract import FoundToken, extract_tokens
-from extauthz.authn.jwt import parse_jwt
+from extauthz.authn.jwt import Jwt, parse_jwt
+from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import JwtProvider, ProviderSet
 from extauthz.authn.result import ANONYMOUS, AuthnResult, KeyLookup, Validity
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verifier import Verdict, Walk
 from extauthz.authn.verify import verify_signature
+
+
+def _verify_refusing_crit(jwt: Jwt, keys: KeySet) -> JwtStatus:
+    return verify_signature(jwt, keys, refuse_crit=True)
 
 
 def is_cors_preflight(attrs: RequestAttributes) -> bool:
@@ -64,7 +69,8 @@ def authenticate(
             return remembered
     # The parser and the signature check are this module's names, read per call, so that
     # what patches them here (tests counting parses and verifications) sees every call.
-    authenticator = Authenticator(remote_keys, now, cache, parse_jwt, verify_signature)
+    verify = _verify_refusing_crit if providers.refuse_crit else verify_signature
+    authenticator = Authenticator(remote_keys, now, cache, parse_jwt, verify)
     # The tree walks the providers as Envoy does; each check it makes is recorded, in order.
     plist = providers.providers
     walk: Walk[FoundToken, Checked] = Walk(

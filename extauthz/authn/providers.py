@@ -62,6 +62,8 @@ class ProviderSet:
     output_headers: tuple[str, ...] = ()
     # The outcome for a request without tokens: no identity, the client's copies removed.
     anonymous: AuthnResult = ANONYMOUS
+    # Refuse tokens with a `crit` header (opt-in: Envoy ignores `crit`).
+    refuse_crit: bool = False
     # Istio's requirement over these providers, built here once, never per request.
     verifier: Verifier = field(init=False, repr=False, compare=False)
 
@@ -112,7 +114,7 @@ def compile_rules(authn: RequestAuthentication) -> tuple[JwtProvider, ...]:
     return tuple(providers)
 
 
-def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
+def provider_set(providers: Iterable[JwtProvider], refuse_crit: bool = False) -> ProviderSet:
     """The providers of one workload, with their locations and output headers gathered.
     istiod stable-sorts the JWTRules of all RequestAuthentications by issuer before it names
     them origins-0..n-1, and the order decides which status a rejection reports."""
@@ -127,4 +129,4 @@ def provider_set(providers: Iterable[JwtProvider]) -> ProviderSet:
         )
     )
     anonymous = AuthnResult(JwtStatus.Ok, headers_to_remove=outputs, validity=ALWAYS)
-    return ProviderSet(chosen, locations, outputs, anonymous)
+    return ProviderSet(chosen, locations, outputs, anonymous, refuse_crit)

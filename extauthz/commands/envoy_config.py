@@ -144,6 +144,8 @@ def run_envoy_config(args: argparse.Namespace, workload: Workload, limits: Confi
         return result
 
     native = native_config(authns, policies, resolve, remote_jwks=remote)
+    if limits.refuse_crit:
+        problems.append("--refuse-crit has no Envoy equivalent: Envoy accepts tokens with `crit`")
     for line in (*problems, *native.warnings):
         print(f"extauthz envoy-config: warning: {line}", file=sys.stderr)
     if args.format == "bootstrap":

@@ -30,6 +30,9 @@ class ConfigLimits:
     max_jwks_keys: int = DEFAULT_MAX_JWKS_KEYS
     # Weak keys (short RSA moduli, short HMAC secrets) are errors rather than warnings.
     strict_keys: bool = False
+    # Stricter than Envoy, on request: refuse tokens whose header has `crit` (RFC 7515
+    # §4.1.11); Envoy ignores it, and so does extauthz by default.
+    refuse_crit: bool = False
     # A configuration without any RequestAuthentication or AuthorizationPolicy allows every
     # request; it loads only when asked for, never because files went missing or empty.
     allow_empty: bool = False

@@ -250,8 +250,27 @@ def _metadata(facts: ResponseFacts) -> struct_pb2.Struct:
         # Shaped like jwt_authn's payload_in_metadata, which Istio keys by issuer.
         payloads = metadata.fields["jwt_payload"].struct_value
         for issuer, payload in facts.payloads.items:
-            payloads.fields[issuer].struct_value.update(payload)
+            if _nesting(payload) <= MAX_METADATA_NESTING:
+                payloads.fields[issuer].struct_value.update(payload)
     return metadata
+
+
+# Each JSON level is two protobuf messages (Struct, Value), and Envoy parses a response only
+# 100 messages deep: a payload nested deeper (a valid token may be) would turn the answer
+# into an ext_authz error, a 403. Such a payload is left out of the metadata; the decision
+# stands.
+MAX_METADATA_NESTING = 32
+
+
+def _nesting(value: Any, depth: int = 0) -> int:
+    """How deep a JSON value nests (0 for a scalar), counting no further than the limit."""
+    if depth > MAX_METADATA_NESTING:
+        return depth
+    if isinstance(value, dict):
+        return max((_nesting(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_nesting(v, depth + 1) for v in value), default=depth + 1)
+    return depth
 
 
 class Responses:

@@ -55,6 +55,7 @@ class Generation:
     root_namespace: str
     authns: tuple[tuple[RequestAuthentication, tuple[JwtProvider, ...]], ...]
     policies: tuple[tuple[AuthorizationPolicy, CompiledPolicy | None], ...]
+    refuse_crit: bool = False  # ConfigLimits.refuse_crit, given to every ProviderSet
     # Lookups are plain reads (no reordering), so the loop and a reload's worker thread may
     # look up at once; additions take the lock.
     _snapshots: BoundedCache[Workload, Snapshot] = field(
@@ -74,7 +75,7 @@ class Generation:
         root = self.root_namespace
         authns = [(a, p) for a, p in self.authns if applies_to(a, workload, root)]
         policies = [(p, c) for p, c in self.policies if applies_to(p, workload, root)]
-        providers = provider_set(p for _, chosen in authns for p in chosen)
+        providers = provider_set((p for _, chosen in authns for p in chosen), self.refuse_crit)
         return Snapshot(
             generation=self.number,
             workload=workload,
@@ -94,13 +95,15 @@ class Generation:
         return provider_set(p for _, providers in self.authns for p in providers).jwks_sources
 
 
-def compile_generation(config: ConfigSet, root_namespace: str, number: int = 1) -> Generation:
+def compile_generation(
+    config: ConfigSet, root_namespace: str, number: int = 1, refuse_crit: bool = False
+) -> Generation:
     try:
         authns = tuple((a, compile_rules(a)) for a in config.request_authentications)
     except JwksError as exc:  # parse.py checked every inline JWKS; this is belt and braces
         raise ConfigError(str(exc)) from exc
     policies = tuple((p, compile_policy(p)) for p in config.authorization_policies)
-    return Generation(number, config, root_namespace, authns, policies)
+    return Generation(number, config, root_namespace, authns, policies, refuse_crit)
 
 
 def compile_snapshot(

@@ -60,7 +60,9 @@ class ConfigStore:
             if serving is not None and config.digest == serving.config.digest:
                 return None
             number = serving.number + 1 if serving is not None else 1
-            generation = compile_generation(config, self.root_namespace, number)
+            generation = compile_generation(
+                config, self.root_namespace, number, self.limits.refuse_crit
+            )
             generation.snapshot_for(self.workload)
         except ConfigError:
             raise

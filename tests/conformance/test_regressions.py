@@ -37,6 +37,13 @@ FORGED = GOOD[:-6] + "AAAAAA"
 _H, _P, _S = GOOD.split(".")
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 def authn(*rules: dict[str, Any], name: str = "ra") -> dict[str, Any]:
     return {
         "apiVersion": "security.istio.io/v1",
@@ -127,6 +134,12 @@ CASES: dict[str, tuple[list[dict[str, Any]], list[Request]]] = {
             get("spoofed output headers", ("x-sub-b", "spoofed"), ("x-sub-c", "spoofed"), ("authorization", f"Bearer {GOOD}")),
             get("spoofed, no token", ("x-jwt-sub", "spoofed"), ("x-sub-c", "spoofed")),
         ],
+    ),
+    # A valid token whose payload nests deep: Envoy accepts it; extauthz's answer must still
+    # parse on Envoy's side (its metadata leaves such a payload out).
+    "deeply-nested-payload": (
+        [authn({"issuer": "iss-a", "jwks": JWKS})],
+        [get(f"nested {depth}", ("authorization", f"Bearer {token(deep=_nested(depth))}")) for depth in (10, 40, 60, 99)],
     ),
     # claim_to_headers writes lists and objects as base64 JSON, numbers as doubles.
     "claim-header-values": (
