@@ -200,6 +200,8 @@ def _header_field(lookup: Lookup, values: Sequence[str], negate: bool, namespace
 
 
 def _header(name: str) -> Lookup:
+    # Envoy holds the Host header as :authority, and its header matcher reads `host` as that.
+    name = ":authority" if name == "host" else name
     return Lookup(
         lambda attrs, authn: attrs.header_values(name),
         Reads.of(headers=(name,)),
