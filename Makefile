@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration e2e reliability clean tools
+.PHONY: demo test lint unit integration e2e reliability conformance clean tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ e2e: $(BIN)/.installed
 # examples (1,000 generated CheckRequests in process, 3,000 against a served process).
 reliability: $(BIN)/.installed
 	EXTAUTHZ_RELIABILITY_EXAMPLES=20000 EXTAUTHZ_RELIABILITY_CHECKS=30000 $(BIN)/pytest -q -s tests/reliability
+
+# The differential suite at length: generated configurations and requests answered by Envoy's
+# own filters (extauthz envoy-config) and by extauthz behind ext_authz, compared one by one.
+# `make test` runs one fixed seed with 40 configurations; this runs three seeds (new ones each
+# time unless CONFORMANCE_SEEDS is given) of 200 configurations x 100 requests.
+CONFORMANCE_SEEDS ?= $(shell $(PYTHON) -c 'import random; print(",".join(str(random.randrange(10**9)) for _ in range(3)))')
+conformance: $(BIN)/.installed
+	EXTAUTHZ_CONFORMANCE_SEEDS=$(CONFORMANCE_SEEDS) EXTAUTHZ_CONFORMANCE_CONFIGS=200 \
+	EXTAUTHZ_CONFORMANCE_REQUESTS=100 $(BIN)/pytest -q -s tests/conformance
 
 # Debian tools some tests use: docker-compose (offline check of docker/docker-compose.yaml)
 # and promtool (from prometheus, to lint /metrics). Installed when missing and we are root.
