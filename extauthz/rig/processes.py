@@ -41,20 +41,40 @@ class Process:
     """One child process with its output in a log file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        drop_env_prefix: str = "",
     ):
+        """`env` is added to this process's environment, less the variables whose names
+        start with `drop_env_prefix` (when given); `cwd` is where the child starts."""
         self.name = name
         self.argv = list(argv)
         self.log_file = log_dir / f"{name}.log"
-        self._env = {**os.environ, **(env or {})}
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not (drop_env_prefix and key.startswith(drop_env_prefix))
+        }
+        self._env = {**inherited, **(env or {})}
+        self._cwd = cwd
         self._popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_file.open("ab") as log:
             self._popen = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._env, start_new_session=True,
+                env=self._env, cwd=self._cwd, start_new_session=True,
             )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self._popen is not None, "not started"
+        return self._popen.pid
 
     @property
     def is_running(self) -> bool:

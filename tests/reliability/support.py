@@ -6,14 +6,10 @@ one Hypothesis drives), each with a readable list of the steps that made it."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +24,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 
-from extauthz.rig.processes import free_port, http_status
+from extauthz.rig.processes import Process, answers_200, free_port
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import mint
 
@@ -203,7 +199,7 @@ class ServeProcess:
         while self.http_port == self.grpc_port:
             self.http_port = free_port()
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -230,29 +226,20 @@ class ServeProcess:
             "--grpc-addr", self.grpc_target, "--http-addr", f"127.0.0.1:{self.http_port}",
             "--watch-interval", "0",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EXTAUTHZ_")}
-        with self.log_file.open("ab") as log:
-            self._popen = subprocess.Popen(
-                argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        ready = f"http://127.0.0.1:{self.http_port}/readyz"
-        deadline = time.monotonic() + 30
-        while http_status(ready) != 200:
-            if not self.is_running:
-                raise RuntimeError(f"extauthz serve exited early:\n{self.log_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"extauthz serve not ready:\n{self.log_text()[-3000:]}")
-            time.sleep(0.05)
+        self._process = Process(
+            "extauthz", argv, self.workdir, cwd=self.cwd, drop_env_prefix="EXTAUTHZ_"
+        )
+        self._process.start()
+        self._process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"), 30)
 
     @property
     def pid(self) -> int:
-        assert self._popen is not None, "not started"
-        return self._popen.pid
+        assert self._process is not None, "not started"
+        return self._process.pid
 
     @property
     def is_running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
+        return self._process is not None and self._process.is_running
 
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
@@ -285,16 +272,8 @@ class ServeProcess:
         return 0.0
 
     def stop(self) -> None:
-        if self._popen is None or self._popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._popen.pid, signal.SIGTERM)
-        try:
-            self._popen.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._popen.pid, signal.SIGKILL)
-            self._popen.wait(15)
+        if self._process is not None:
+            self._process.stop(15)
 
 
 # --- tokens a hostile client sends ----------------------------------------------------------
