@@ -3,7 +3,13 @@ AuthorizationPolicies, tokens (valid, tampered, malformed) and requests.
 
 Everything comes from one `random.Random(seed)`, so a seed names a whole run. Values are
 drawn from small pools on purpose: collisions (two rules with one issuer, a policy naming
-the issuer a token carries) are where Envoy's and extauthz's answers part."""
+the issuer a token carries) are where Envoy's and extauthz's answers part.
+
+Peer identity: after a case is drawn as before, a second generator (seeded from the first's
+state, which it does not advance) makes some cases TLS cases, adds policies on the peer
+(principals, namespaces, serviceAccounts, trustDomains and `when` on source.principal,
+source.namespace, connection.sni) and gives each request a client certificate and an SNI.
+So a seed's other cases are what they were before peers were generated."""
 
 from __future__ import annotations
 
@@ -11,12 +17,13 @@ import base64
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from tests.conformance.certs import ClientCert
 from tests.conformance.harness import Case, Request
 
 NOW = int(time.time())
@@ -351,6 +358,142 @@ def request(rng: random.Random, rules: list[RuleSpec]) -> Request:
     return Request(method, path, rng.choice(HOSTS), tuple(headers), "+".join(labels) or "no-token")
 
 
+# -- peers (TLS cases) -------------------------------------------------------------------------
+
+# "{ns}" is the case's own namespace (a bare serviceAccount names one there).
+TRUST_DOMAINS = ("cluster.local", "td-b.example", "other.mesh")
+PEER_NAMESPACES = ("default", "prod", "{ns}")
+ACCOUNTS = ("sleep", "default", "productpage")
+# Certificates a mesh never issues but a client can present, by the label they get.
+ODD_PEERS = {
+    "segments": ClientCert(uris=("spiffe://cluster.local/ns/prod/x/sa/sleep",)),
+    "sa-suffix": ClientCert(uris=("spiffe://cluster.local/ns/prod/sa/sleep/extra",)),
+    "no-san": ClientCert(common_name="cluster.local/ns/prod/sa/sleep"),
+    "dns-san": ClientCert(dns=("client.example.com",), common_name="sleep"),
+    "two-uris": ClientCert(
+        uris=(
+            "spiffe://other.mesh/ns/default/sa/default",
+            "spiffe://cluster.local/ns/prod/sa/sleep",
+        )
+    ),
+    "not-spiffe": ClientCert(uris=("https://cluster.local/ns/prod/sa/sleep",)),
+    "ns-twice": ClientCert(uris=("spiffe://cluster.local/ns/prod/sa/sleep/ns/default/x",)),
+}
+SNIS = (None, "example.com", "example.com", "api.example.com", "other.org", "API.Example.com")
+
+PEER_PRINCIPALS = (
+    "cluster.local/ns/prod/sa/sleep", "cluster.local/ns/{ns}/sa/default", "cluster.local/ns/prod/*",
+    "td-b.example/*", "*/sa/sleep", "*sleep", "*", "cluster.local/ns/prod/sa/sleep/extra",
+    "spiffe://cluster.local/ns/prod/sa/sleep", "other.mesh/ns/default/sa/default",
+)  # fmt: skip
+NAMESPACE_PATTERNS = ("prod", "default", "{ns}", "pro*", "*ult", "*", "x")
+SERVICE_ACCOUNTS = (
+    "sleep",
+    "default",
+    "prod/sleep",
+    "default/default",
+    "{ns}/productpage",
+    "prod/x",
+)
+TRUST_DOMAIN_PATTERNS = (
+    "cluster.local", "td-b.example", "td-*", "*.mesh", "*", "other.*", "*.local", "cluster",
+)  # fmt: skip
+SNI_PATTERNS = ("example.com", "*.example.com", "api.*", "*", "other.org", "API.example.com")
+
+
+def _in(namespace: str, values: list[str]) -> list[str]:
+    return [value.replace("{ns}", namespace) for value in values]
+
+
+_ACCOUNT_FIELDS = {"serviceAccounts", "notServiceAccounts"}
+_NAMED_PEER_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces"}
+_CLASHES = {
+    **{name: _NAMED_PEER_FIELDS for name in _ACCOUNT_FIELDS},
+    **{name: _ACCOUNT_FIELDS for name in _NAMED_PEER_FIELDS},
+}
+
+
+def peer_source(rng: random.Random, namespace: str) -> dict[str, Any]:
+    """One to two peer fields; serviceAccounts never beside principals or namespaces (the
+    CRD forbids it), sometimes beside a request principal or an IP block."""
+    pools = {
+        "principals": PEER_PRINCIPALS, "notPrincipals": PEER_PRINCIPALS,
+        "namespaces": NAMESPACE_PATTERNS, "notNamespaces": NAMESPACE_PATTERNS,
+        "serviceAccounts": SERVICE_ACCOUNTS, "notServiceAccounts": SERVICE_ACCOUNTS,
+        "trustDomains": TRUST_DOMAIN_PATTERNS, "notTrustDomains": TRUST_DOMAIN_PATTERNS,
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for name in rng.sample(sorted(pools), rng.choice([1, 1, 2])):
+        if _CLASHES.get(name, set()) & out.keys():
+            continue
+        out[name] = _in(namespace, _strings(rng, pools[name]))
+    if rng.random() < 0.2:
+        out.update(source(rng))
+    return out
+
+
+def peer_condition(rng: random.Random, namespace: str) -> dict[str, Any]:
+    key, pool = rng.choice([
+        ("source.principal", PEER_PRINCIPALS), ("source.namespace", NAMESPACE_PATTERNS),
+        ("connection.sni", SNI_PATTERNS),
+    ])  # fmt: skip
+    return {
+        "key": key,
+        rng.choice(["values", "values", "notValues"]): _in(namespace, _strings(rng, pool)),
+    }
+
+
+def peer_policy(rng: random.Random, namespace: str, index: int) -> dict[str, Any]:
+    action = rng.choice(["ALLOW", "ALLOW", "DENY", "AUDIT"])
+    rules = []
+    for _ in range(rng.choice([1, 1, 2])):
+        rule: dict[str, Any] = {}
+        if rng.random() < 0.8:
+            rule["from"] = [
+                {"source": peer_source(rng, namespace)} for _ in range(rng.randint(1, 2))
+            ]
+        if rng.random() < 0.4 or not rule:
+            rule["when"] = [peer_condition(rng, namespace) for _ in range(rng.randint(1, 2))]
+        if rng.random() < 0.2:
+            rule["to"] = [{"operation": operation(rng)}]
+        rules.append(rule)
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"ap-peer-{index}", "namespace": namespace},
+            "spec": {"action": action, "rules": rules}}  # fmt: skip
+
+
+def peer(rng: random.Random, namespace: str) -> tuple[str, ClientCert]:
+    """(label, certificate): mostly SPIFFE identities from the pools, some odd shapes."""
+    if rng.random() < 0.2:
+        label = rng.choice(sorted(ODD_PEERS))
+        return label, ODD_PEERS[label]
+    trust_domain = rng.choice(TRUST_DOMAINS)
+    peer_namespace = rng.choice(PEER_NAMESPACES).replace("{ns}", namespace)
+    label = "own-ns" if peer_namespace == namespace else "spiffe"
+    return label, ClientCert.spiffe(trust_domain, peer_namespace, rng.choice(ACCOUNTS))
+
+
+def with_peers(built: Case, side: random.Random) -> Case:
+    """Some cases made TLS cases with peer policies; some plaintext ones get peer policies
+    too (no peer: principals absent). The rest are left exactly as drawn."""
+    kind = side.random()
+    if kind >= 0.45:
+        return built
+    namespace = built.namespace
+    count = side.choice([1, 1, 2])
+    built.documents += [peer_policy(side, namespace, index) for index in range(count)]
+    if kind >= 0.35:
+        return built
+    built.tls = True
+    requests = []
+    for request in built.requests:
+        label, cert = peer(side, namespace)
+        sni = side.choice(SNIS)
+        requests.append(replace(request, peer=cert, sni=sni, label=f"{request.label}+tls:{label}"))
+    built.requests = requests
+    return built
+
+
 def case(rng: random.Random, number: int, requests: int) -> Case:
     namespace = f"c{number}"
     documents: list[dict[str, Any]] = []
@@ -365,4 +508,5 @@ def case(rng: random.Random, number: int, requests: int) -> Case:
         documents.append(authorization_policy(rng, namespace, 0))
     built = Case(namespace, documents)
     built.requests = [request(rng, rules) for _ in range(requests)]
-    return built
+    # Seeded from the state without advancing it: the next case is drawn as it always was.
+    return with_peers(built, random.Random(hash(rng.getstate()[1])))

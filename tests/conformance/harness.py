@@ -5,13 +5,19 @@ pair of Envoys and one extauthz answer a whole batch of configurations.
 
 What is compared per request: status, body (for a request that reached the upstream, the
 body is the upstream's echo of what it received: method, path, every header), and the
-`www-authenticate` header."""
+`www-authenticate` header.
+
+A case may be a TLS case: then both Envoys' listeners require and validate a client
+certificate (certs.py), and each request presents its `peer` certificate and sends its
+`sni`, so `source.principal`, `source.namespace`, serviceAccounts, trustDomains and
+`connection.sni` come from the TLS session in both Envoys."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +32,12 @@ from extauthz.config.workload import Workload, applies_to
 from extauthz.native.bootstrap import NativeConfig, bootstrap, native_config
 from extauthz.rig.processes import Process, answers_200, free_port
 from extauthz.rig.rig import REPO_ENVOY_DIR, find_binary
+from tests.conformance.certs import (
+    DEFAULT_CLIENT,
+    ClientCert,
+    client_context,
+    downstream_tls_context,
+)
 
 ROOT_NAMESPACE = "conformance-root"  # no generated resource lives here
 # Headers each Envoy makes up per request: never equal, never a difference.
@@ -51,6 +63,14 @@ class Request:
     host: str = "example.com"
     headers: tuple[tuple[str, str], ...] = ()
     label: str = ""  # what the generator meant, for reports
+    # Read in TLS cases only: the certificate presented (None: DEFAULT_CLIENT) and the
+    # server name sent (None or "": no SNI).
+    peer: ClientCert | None = None
+    sni: str | None = None
+
+    def tls_description(self) -> str:
+        peer = (self.peer or DEFAULT_CLIENT).describe()
+        return f"TLS as {peer}, SNI {self.sni!r}" if self.sni else f"TLS as {peer}, no SNI"
 
     def wire(self) -> bytes:
         lines = [f"{self.method} {self.path} HTTP/1.1", f"host: {self.host}"]
@@ -91,6 +111,7 @@ class Case:
     documents: list[dict[str, Any]]
     requests: list[Request] = field(default_factory=list)
     workload_labels: dict[str, str] = field(default_factory=lambda: {"app": "web"})
+    tls: bool = False  # listeners require a client certificate; requests present `peer`
 
     def yaml(self) -> str:
         return yaml.safe_dump_all(self.documents, sort_keys=False)
@@ -104,9 +125,11 @@ class Difference:
     extauthz: dict[str, Any]
 
     def report(self) -> str:
+        transport = f" over {self.request.tls_description()}" if self.case.tls else ""
         return (
             f"--- configuration {self.case.namespace}\n{self.case.yaml()}"
-            f"--- request ({self.request.label})\n{self.request.wire().decode('latin-1')}"
+            f"--- request ({self.request.label}){transport}\n"
+            f"{self.request.wire().decode('latin-1')}"
             f"--- native Envoy\n{json.dumps(self.native, indent=1)}\n"
             f"--- extauthz\n{json.dumps(self.extauthz, indent=1)}\n"
         )
@@ -170,8 +193,20 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-async def send(port: int, request: Request, timeout: float = 10.0) -> Response:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send(
+    port: int, request: Request, timeout: float = 10.0, *, tls: bool = False
+) -> Response:
+    """One request on a connection of its own; with `tls`, presenting the request's peer
+    certificate and sending its SNI."""
+    context: ssl.SSLContext | None = None
+    if tls:
+        context = client_context(request.peer or DEFAULT_CLIENT)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname=(request.sni or "") if tls else None
+        ),
+        timeout,
+    )
     try:
         writer.write(request.wire())
         await writer.drain()
@@ -209,6 +244,26 @@ def _extauthz_cluster(port: int) -> dict[str, Any]:
                 "address": "127.0.0.1", "port_value": port}}}}]}],
         },
     }  # fmt: skip
+
+
+TLS_INSPECTOR = {
+    "name": "envoy.filters.listener.tls_inspector",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3"
+        ".TlsInspector"
+    },
+}
+
+
+def with_tls(config: dict[str, Any]) -> dict[str, Any]:
+    """A bootstrap's listener made an mTLS listener, as istiod's inbound ones are: the TLS
+    inspector (which reads the SNI for `requested_server_name` and ext_authz's tls_session)
+    and a transport socket validating client certificates."""
+    listener = config["static_resources"]["listeners"][0]
+    listener["listener_filters"] = [TLS_INSPECTOR]
+    for chain in listener["filter_chains"]:
+        chain["transport_socket"] = downstream_tls_context()
+    return config
 
 
 def _merged(parts: Sequence[tuple[str, dict[str, Any]]], admin: int) -> dict[str, Any]:
@@ -290,7 +345,10 @@ class Pair:
             native = native_of(case)
             self.warnings += native.warnings
             up = ("127.0.0.1", self.upstream)
-            native_parts.append((case.namespace, bootstrap(native, ("127.0.0.1", native_port), up)))
+            native_boot = bootstrap(native, ("127.0.0.1", native_port), up)
+            native_parts.append(
+                (case.namespace, with_tls(native_boot) if case.tls else native_boot)
+            )
             via = NativeConfig((ext_authz,), (_extauthz_cluster(self.grpc),), ())
             authz = bootstrap(via, ("127.0.0.1", authz_port), up)
             hcm = authz["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -304,7 +362,7 @@ class Pair:
                     },
                 }
             }
-            authz_parts.append((case.namespace, authz))
+            authz_parts.append((case.namespace, with_tls(authz) if case.tls else authz))
         native_admin, authz_admin = _distinct_ports(
             2, avoid=set(self.native_ports + self.authz_ports)
         )
@@ -330,9 +388,10 @@ class Pair:
         differences: list[Difference] = []
 
         async def one(index: int, request: Request) -> None:
+            tls = self.cases[index].tls
             async with semaphore:
-                native = await send(self.native_ports[index], request)
-                authz = await send(self.authz_ports[index], request)
+                native = await send(self.native_ports[index], request, tls=tls)
+                authz = await send(self.authz_ports[index], request, tls=tls)
             a, b = native.comparable(), authz.comparable()
             if a != b:
                 differences.append(Difference(self.cases[index], request, a, b))

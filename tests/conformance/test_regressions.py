@@ -1,6 +1,7 @@
 """Every difference the generated suite found, kept as a small named case: one
 configuration and the requests that told Envoy and extauthz apart. All cases share one pair
-of Envoys (a listener per case), so the whole file costs one start-up."""
+of Envoys (a listener per case), so the whole file costs one start-up. An entry ending in
+TLS is a TLS case: its requests present a client certificate (`peer`) and an SNI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conformance import gen
+from tests.conformance.certs import ClientCert
 from tests.conformance.harness import Case, Difference, Pair, Request
 
 _RNG = random.Random(14)
@@ -57,8 +59,38 @@ def get(label: str, *headers: tuple[str, str], path: str = "/", method: str = "G
     return Request(method, path, "example.com", headers, label)
 
 
+def allow(*rules: dict[str, Any], action: str = "ALLOW", name: str = "ap") -> dict[str, Any]:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name},
+        "spec": {"action": action, "rules": list(rules)},
+    }
+
+
+def deny(*rules: dict[str, Any]) -> dict[str, Any]:
+    return allow(*rules, action="DENY", name="deny")
+
+
+def peer(label: str, cert: ClientCert, sni: str | None = "example.com") -> Request:
+    return Request("GET", "/", "example.com", (), label, peer=cert, sni=sni)
+
+
+def spiffe(trust_domain: str, namespace: str, account: str) -> ClientCert:
+    return ClientCert.spiffe(trust_domain, namespace, account)
+
+
+TLS = True  # the third item of a TLS case's entry
+SLEEP = spiffe("cluster.local", "prod", "sleep")
+TWO_URIS = ClientCert(
+    uris=("spiffe://other.mesh/ns/default/sa/default", "spiffe://cluster.local/ns/prod/sa/sleep")
+)
+HTTPS_URI = ClientCert(uris=("https://cluster.local/ns/prod/sa/sleep",))
+NO_SAN = ClientCert(common_name="cluster.local/ns/prod/sa/sleep")
+
+Documents = list[dict[str, Any]]
 CLAIMS = [{"header": "x-jwt-sub", "claim": "sub"}]
-CASES: dict[str, tuple[list[dict[str, Any]], list[Request]]] = {
+CASES: dict[str, tuple[Documents, list[Request]] | tuple[Documents, list[Request], bool]] = {
     # Envoy 1.40 checks every token a provider finds; one bad token fails the request.
     "every-token-must-pass": (
         [authn({"issuer": "iss-a", "jwks": JWKS})],
@@ -150,16 +182,92 @@ CASES: dict[str, tuple[list[dict[str, Any]], list[Request]]] = {
             for value in (["bar", "x"], {"n": "v"}, [], True, 7, 7.5, -3, 1e21, 12345678901234567890, None, "")
         ],
     ),
+    # The peer's SPIFFE identity as Istio issues it: every source field and `when` key on it
+    # (serviceAccounts without a namespace name the policy's). Envoy and extauthz agree.
+    "peer-identity-fields": (
+        [allow({"from": [{"source": {"principals": ["cluster.local/ns/prod/sa/sleep"]}}]},
+               {"from": [{"source": {"namespaces": ["def*"], "trustDomains": ["td-*"]}}]},
+               {"from": [{"source": {"serviceAccounts": ["prod/productpage"]}}]},
+               {"when": [{"key": "source.principal", "values": ["*/sa/reviews"]},
+                         {"key": "source.namespace", "notValues": ["prod"]}]}),
+         deny({"from": [{"source": {"notTrustDomains": ["cluster.local", "td-*", "*.mesh"]}}]})],
+        [
+            peer("principal", SLEEP),
+            peer("principal, another account", spiffe("cluster.local", "prod", "ratings")),
+            peer("namespace and trust domain", spiffe("td-b.example", "default", "x")),
+            peer("namespace, other trust domain", spiffe("other.mesh", "default", "x")),
+            peer("service account", spiffe("other.mesh", "prod", "productpage")),
+            peer("when principal and namespace", spiffe("td-b", "dev", "reviews")),
+            peer("when, excluded namespace", spiffe("td-b", "prod", "reviews")),
+            peer("denied trust domain", spiffe("elsewhere", "prod", "sleep")),
+            peer("without SNI", SLEEP, sni=None),
+        ],
+        TLS,
+    ),
+    # The shipped ext_authz filter (envoy/*.yaml) has no `include_tls_session: true`, so
+    # extauthz never sees the SNI that RBAC's requested_server_name reads: `connection.sni`
+    # is absent to extauthz (values never match, notValues always do).
+    "connection-sni-reaches-extauthz": (
+        [allow({"when": [{"key": "connection.sni", "values": ["example.com", "*.example.org"]}]}),
+         deny({"when": [{"key": "connection.sni", "notValues": ["*.example.com", "example.com"]}]})],
+        [
+            peer("SNI allowed", SLEEP, sni="example.com"),
+            peer("SNI allowed by suffix", SLEEP, sni="api.example.org"),
+            peer("SNI denied", SLEEP, sni="other.org"),
+            peer("no SNI", SLEEP, sni=None),
+        ],
+        TLS,
+    ),
+    # Envoy's TLS inspector lower-cases the SNI RBAC matches; ext_authz's tls_session.sni is
+    # the server name as the client sent it.
+    "connection-sni-is-lower-cased": (
+        [allow({"when": [{"key": "connection.sni", "values": ["api.example.com"]}]},
+               {"when": [{"key": "connection.sni", "values": ["UP.Example.com"]}]})],
+        [
+            peer("upper-case SNI, lower-case value", SLEEP, sni="API.Example.com"),
+            peer("lower-case SNI", SLEEP, sni="api.example.com"),
+            peer("upper-case SNI, upper-case value", SLEEP, sni="UP.Example.com"),
+        ],
+        TLS,
+    ),
+    # RBAC's `authenticated` tries every URI SAN of the peer certificate; ext_authz sends
+    # only the first as attributes.source.principal (the whole PEM is in
+    # attributes.source.certificate, include_peer_certificate: true).
+    "every-uri-san-is-the-peer": (
+        [allow({"from": [{"source": {"principals": ["cluster.local/ns/prod/sa/sleep"]}}]},
+               {"from": [{"source": {"namespaces": ["prod"]}}]},
+               {"from": [{"source": {"trustDomains": ["cluster.local"]}}]},
+               {"from": [{"source": {"serviceAccounts": ["prod/sleep"]}}]},
+               {"when": [{"key": "source.principal", "values": ["cluster.local/ns/prod/sa/sleep"]}]},
+               {"when": [{"key": "source.namespace", "values": ["prod"]}]}),
+         deny({"from": [{"source": {"notPrincipals": ["cluster.local/*"]}}]})],
+        [peer("second uri matches", TWO_URIS)],
+        TLS,
+    ),
+    # Istio's principal patterns carry the spiffe:// prefix: `*x` is the regex spiffe://.*x,
+    # so a peer that is no SPIFFE id (another URI scheme; no SAN, where Envoy's principal is
+    # the subject) never matches a suffix, where extauthz matches the suffix on the whole
+    # principal.
+    "principal-suffix-needs-spiffe": (
+        [deny({"from": [{"source": {"principals": ["*/sa/sleep"]}}]},
+              {"when": [{"key": "source.principal", "values": ["*sleep"]}]})],
+        [
+            peer("https uri", HTTPS_URI),
+            peer("no SAN, subject CN=...sleep", NO_SAN),
+            peer("spiffe uri", SLEEP),
+        ],
+        TLS,
+    ),
 }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def differences(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Difference]]]:
     cases = []
-    for number, (name, (documents, requests)) in enumerate(CASES.items()):
+    for number, (name, (documents, requests, *tls)) in enumerate(CASES.items()):
         namespace = f"r{number}"
         placed = [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in documents]
-        cases.append((name, Case(namespace, placed, list(requests))))
+        cases.append((name, Case(namespace, placed, list(requests), tls=bool(tls and tls[0]))))
     pair = Pair(Path(tmp_path_factory.mktemp("regressions")), [case for _, case in cases])
     try:
         pair.start()
