@@ -76,11 +76,12 @@ class RequestAttributes:
 
 
 def trusted_client_ip(xff: str | None, peer: str, trusted_hops: int = 0) -> str:
-    """Envoy's remote address for a request: the (trusted_hops + 1)-th address from the right
-    of x-forwarded-for, or the direct peer without one. With `use_remote_address: true`
-    Envoy has already appended the peer to XFF, so zero trusted hops gives the peer; with
-    it false, the last address a previous proxy added."""
-    if xff:
+    """Envoy's remote address for a request. Without trusted hops it is the address Envoy
+    reports as the request's source (measured against Envoy 1.40 with `use_remote_address:
+    true`: the peer, whatever x-forwarded-for says — for a loopback peer Envoy even appends
+    another address to it); with trusted hops, the (trusted_hops + 1)-th address from the
+    right of x-forwarded-for, or the peer when there are fewer."""
+    if xff and trusted_hops > 0:
         addresses = [part.strip() for part in xff.split(",") if part.strip()]
         if len(addresses) > trusted_hops:
             return addresses[-1 - trusted_hops]

@@ -99,8 +99,8 @@ def request_attributes(
     principal: str = "",
 ) -> RequestAttributes:
     """This request as `serve` sees it: its CheckRequest through the same conversion, so
-    remote.ip comes from x-forwarded-for as with 0 trusted hops, unless `remote_ip` names the
-    client a trusted proxy would have found."""
+    remote.ip is the source ip, as in Envoy without trusted hops, unless `remote_ip` names the
+    client trusted proxies would have found."""
     request = check_request(
         raw_path, method=method, host=host, headers=headers, token=token, source_ip=source_ip,
         port=port, principal=principal,
@@ -190,7 +190,8 @@ def add_check(commands: Any) -> None:
         "--remote-ip",
         default="",
         metavar="IP",
-        help="the client after x-forwarded-for (default: from the header)",
+        help="the client trusted proxies reported (remote.ip; default: the source ip, as "
+        "Envoy without trusted hops)",
     )
     check.add_argument("--port", type=_port, default=0, metavar="N", help="destination port")
     check.add_argument(

@@ -179,8 +179,9 @@ def test_context_extensions_name_the_workload_per_request() -> None:
     ("xff", "hops", "remote"),
     [
         (None, 0, "10.0.0.1"),
-        ("1.1.1.1", 0, "1.1.1.1"),
-        ("1.1.1.1, 2.2.2.2", 0, "2.2.2.2"),
+        # Measured against Envoy 1.40 (use_remote_address: true, no trusted hops): the peer.
+        ("1.1.1.1", 0, "10.0.0.1"),
+        ("1.1.1.1, 2.2.2.2", 0, "10.0.0.1"),
         ("1.1.1.1, 2.2.2.2", 1, "1.1.1.1"),
         ("1.1.1.1", 3, "10.0.0.1"),
     ],

@@ -130,8 +130,8 @@ spec:
         "X-Team: dev",
         "--source-ip",
         "10.1.2.3",
-        "--header",
-        "x-forwarded-for: 192.0.2.7",
+        "--remote-ip",
+        "192.0.2.7",
         "--principal",
         "spiffe://cluster.local/ns/bar/sa/client",
     ]
