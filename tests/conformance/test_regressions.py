@@ -258,6 +258,21 @@ CASES: dict[str, tuple[Documents, list[Request]] | tuple[Documents, list[Request
         ],
         TLS,
     ),
+    # istiod's namespace matcher is the regex .*/ns/<value>/.* over the whole URI (a `*` in the
+    # value is .*): any /ns/ segment counts, and a wildcard spans slashes; extauthz reads the
+    # first /ns/<segment>/ only.
+    "namespace-anywhere-in-the-uri": (
+        [allow({"from": [{"source": {"namespaces": ["default"]}}]},
+               {"from": [{"source": {"namespaces": ["*ult"]}}]},
+               {"when": [{"key": "source.namespace", "values": ["other"]}]})],
+        [
+            peer("a second /ns/ segment", ClientCert(uris=("spiffe://cluster.local/ns/prod/sa/sleep/ns/default/x",))),
+            peer("a wildcard across slashes", ClientCert(uris=("spiffe://cluster.local/ns/prod/sa/default/x",))),
+            peer("when: a second /ns/ segment", ClientCert(uris=("spiffe://cluster.local/ns/prod/sa/ns/other/x",))),
+            peer("one namespace", spiffe("cluster.local", "default", "sleep")),
+        ],
+        TLS,
+    ),
 }  # fmt: skip
 
 
