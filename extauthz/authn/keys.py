@@ -95,6 +95,7 @@ class _Index:
     by_kty: dict[tuple[str, str], tuple[Jwk, ...]]  # (kty, alg) -> keys, any kid
     algs_of_kid: dict[str, frozenset[str]]  # kid -> algs its keys name ("": names none)
     algs: frozenset[str]  # algs any key names ("": some key names none)
+    positions: dict[int, int]  # id(key) -> its place in the set
 
     @classmethod
     def of(cls, keys: tuple[Jwk, ...]) -> _Index:
@@ -110,6 +111,7 @@ class _Index:
             {group: tuple(members) for group, members in by_kty.items()},
             {kid: frozenset(algs) for kid, algs in algs_of_kid.items()},
             frozenset(jwk.alg for jwk in keys),
+            {id(jwk): place for place, jwk in enumerate(keys)},
         )
 
 
@@ -129,6 +131,24 @@ class KeySet:
     def weak_keys(self) -> tuple[str, ...]:
         """One line per key that works but should not be trusted, naming the key."""
         return tuple(f"{jwk.name}: {jwk.weakness}" for jwk in self.keys if jwk.weakness)
+
+    def position(self, jwk: Jwk) -> int:
+        """Where a key of this set stands in it (jwt_verify_lib tries keys in this order)."""
+        return self._index.positions[id(jwk)]
+
+    def first_fitting_okp(self, alg: str, kid: str) -> int | None:
+        """The place of the first Ed25519 key that fits the token's kid and alg, whatever the
+        token's alg: jwt_verify_lib tries such a key on any token and, when the signature is
+        not 64 bytes long, stops there with JwtEd25519SignatureWrongLength (measured against
+        Envoy 1.40: an HS256 or RS512 token against a JWKS whose key without alg is OKP)."""
+        index = self._index
+        groups = (
+            [index.by_kty.get(("OKP", ""), ()), index.by_kty.get(("OKP", alg), ())]
+            if not kid
+            else [index.by_kid.get((k, "OKP", a), ()) for k in (kid, "") for a in ("", alg)]
+        )
+        places = [index.positions[id(jwk)] for group in groups for jwk in group]
+        return min(places, default=None)
 
     def has_kid_alg_match(self, alg: str, kid: str) -> bool:
         """Whether some key fits the token's kid and alg, as jwt_verify_lib's loop decides

@@ -44,11 +44,23 @@ def verify_signature(jwt: Jwt, keys: KeySet, *, refuse_crit: bool = False) -> Jw
         return JwtStatus.JwtHeaderNotImplementedAlg
     if refuse_crit and "crit" in jwt.header:
         return JwtStatus.JwtVerificationFail
-    for jwk in keys.candidates(jwt.alg, jwt.kid):
-        if jwk.kty == "OKP" and len(jwt.signature) != _ED25519_SIGNATURE_LENGTH:
+    # jwt_verify_lib tries the fitting keys in the set's order, and an Ed25519 key among them
+    # ends the loop at once when the signature is not 64 bytes long, whatever the token's alg.
+    okp_stop = (
+        keys.first_fitting_okp(jwt.alg, jwt.kid)
+        if len(jwt.signature) != _ED25519_SIGNATURE_LENGTH
+        else None
+    )
+    candidates = keys.candidates(jwt.alg, jwt.kid)
+    if okp_stop is not None and len(candidates) > 1:
+        candidates = tuple(sorted(candidates, key=keys.position))
+    for jwk in candidates:
+        if okp_stop is not None and keys.position(jwk) >= okp_stop:
             return JwtStatus.JwtEd25519SignatureWrongLength
         if _signature_is_valid(algorithm, jwt, jwk.key):
             return JwtStatus.Ok
+    if okp_stop is not None:
+        return JwtStatus.JwtEd25519SignatureWrongLength
     # A key whose kid and alg fit but whose type cannot verify the alg still makes this a
     # failed verification rather than a kid/alg mismatch, as in jwt_verify_lib's loop.
     if keys.has_kid_alg_match(jwt.alg, jwt.kid):
