@@ -28,10 +28,19 @@ class RequestAttributes:
     destination_ip: str = ""
     destination_port: int = 0
     source_principal: str = ""  # the peer certificate's URI SAN, e.g. spiffe://td/ns/foo/sa/bar
+    # Every name Envoy's RBAC matches a principal against (its URI SANs, DNS SANs, then its
+    # subject), when Envoy sent the certificate; otherwise just `source_principal`.
+    peer_identities: tuple[str, ...] = ()
     sni: str = ""
     request_id: str = ""
     context_extensions: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     _params: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def peer_names(self) -> tuple[str, ...]:
+        if self.peer_identities:
+            return self.peer_identities
+        return (self.source_principal,) if self.source_principal else ()
 
     @property
     def original_path(self) -> str:

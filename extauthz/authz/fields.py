@@ -27,23 +27,12 @@ Getter = Callable[[RequestAttributes, AuthnResult], Sequence[str]]
 Build = Callable[["Lookup", Sequence[str], bool, str], Predicate]
 
 _SPIFFE = "spiffe://"
-_NAMESPACE_IN_PRINCIPAL = re.compile(r"/ns/([^/]+)/")
 _CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
 _HEADER_KEY = re.compile(r"^request\.headers\[([^\[\]]+)\]$")
 
 
 def _one(value: str) -> Sequence[str]:
     return (value,) if value else ()
-
-
-def peer_principal(attrs: RequestAttributes) -> str:
-    principal = attrs.source_principal
-    return principal[len(_SPIFFE) :] if principal.startswith(_SPIFFE) else principal
-
-
-def peer_namespace(attrs: RequestAttributes) -> str:
-    found = _NAMESPACE_IN_PRINCIPAL.search(attrs.source_principal)
-    return found.group(1) if found else ""
 
 
 def remote_ip(attrs: RequestAttributes) -> str:
@@ -125,6 +114,42 @@ def trust_domain_matcher(value: str) -> Callable[[str], bool]:
     head, _, tail = value.partition("*")
     pattern = re.compile(f"{re.escape(_SPIFFE + head)}[^/]*{re.escape(tail)}/.*")
     return lambda principal: bool(pattern.fullmatch(principal))
+
+
+def peer_principal_matcher(value: str) -> Callable[[str], bool]:
+    """istiod's srcPrincipalGenerator (StringMatcherWithPrefix with `spiffe://`) on one of the
+    peer's names: `*` any name, `*x` the regex `spiffe://.*x`, `x*` the prefix `spiffe://x`,
+    otherwise exactly `spiffe://x`."""
+    if value == "*":
+        return bool
+    if value.startswith("*"):
+        pattern = re.compile(f"{_SPIFFE}.*{re.escape(value[1:])}")
+        return lambda name: bool(pattern.fullmatch(name))
+    if value.endswith("*"):
+        prefix = _SPIFFE + value[:-1]
+        return lambda name: name.startswith(prefix)
+    exact = _SPIFFE + value
+    return lambda name: name == exact
+
+
+def _peer_principal_field(
+    lookup: Lookup, values: Sequence[str], negate: bool, namespace: str
+) -> Predicate:
+    matchers = tuple(peer_principal_matcher(value) for value in values)
+    return _matching(lookup.get, lambda name: any(m(name) for m in matchers), negate)
+
+
+def peer_namespace_pattern(value: str) -> str:
+    """istiod's srcNamespaceGenerator: the regex `.*/ns/<value>/.*` over a whole name, each
+    `*` in the value any run of characters (slashes included)."""
+    return f".*/ns/{'.*'.join(re.escape(part) for part in value.split('*'))}/.*"
+
+
+def _peer_namespace_field(
+    lookup: Lookup, values: Sequence[str], negate: bool, namespace: str
+) -> Predicate:
+    pattern = re.compile("|".join(f"(?:{peer_namespace_pattern(value)})" for value in values))
+    return _matching(lookup.get, lambda name: bool(pattern.fullmatch(name)), negate)
 
 
 def _trust_domain_field(
@@ -210,23 +235,18 @@ def _header(name: str) -> Lookup:
 
 
 _V = RequestValue
+# The peer's names (every URI SAN, DNS SAN, then the subject) are matched one by one, as
+# Envoy's RBAC matches an authenticated principal; principals, namespaces, serviceAccounts
+# and trustDomains all match whole names, `spiffe://` included, as istiod writes them.
 _PEER_PRINCIPAL = Lookup(
-    lambda attrs, authn: _one(peer_principal(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
+    lambda attrs, authn: attrs.peer_names, Reads.of(_V.SOURCE_PRINCIPAL), _peer_principal_field
 )
 _REQUEST_PRINCIPAL = Lookup(
     lambda attrs, authn: _one(authn.principal), Reads.of(_V.AUTHN), _request_principal_field
 )
-# serviceAccounts and trustDomains match the whole URI SAN, `spiffe://` included, as istiod's
-# matchers on Envoy's authenticated principal do.
-_PEER_SPIFFE_ID = Lookup(
-    lambda attrs, authn: _one(attrs.source_principal),
-    Reads.of(_V.SOURCE_PRINCIPAL),
-    _service_account_field,
-)
+_PEER_SPIFFE_ID = replace(_PEER_PRINCIPAL, build=_service_account_field)
 _PEER_TRUST_DOMAIN = replace(_PEER_SPIFFE_ID, build=_trust_domain_field)
-_NAMESPACE = Lookup(
-    lambda attrs, authn: _one(peer_namespace(attrs)), Reads.of(_V.SOURCE_PRINCIPAL), _string_field
-)
+_NAMESPACE = replace(_PEER_PRINCIPAL, build=_peer_namespace_field)
 _SOURCE_IP = Lookup(lambda attrs, authn: _one(attrs.source_ip), Reads.of(_V.SOURCE_IP), _ip_field)
 # remote.ip falls back to the direct peer when Envoy found no client address.
 _REMOTE_IP = Lookup(

@@ -15,6 +15,7 @@ from google.rpc import code_pb2, status_pb2
 from extauthz.attributes import RequestAttributes, split_path, trusted_client_ip
 from extauthz.bounded import BoundedCache
 from extauthz.decision import Decision, Verdict
+from extauthz.server.peer import PeerNames
 from extauthz.snapshot.inputs import DecisionInputs
 from extauthz.summary import DecisionSummary, summarize
 
@@ -37,7 +38,9 @@ _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 def to_attributes(
-    request: external_auth_pb2.CheckRequest, xff_trusted_hops: int = 0
+    request: external_auth_pb2.CheckRequest,
+    xff_trusted_hops: int = 0,
+    peer_names: PeerNames | None = None,
 ) -> RequestAttributes:
     attributes = request.attributes
     http = attributes.request.http
@@ -61,7 +64,11 @@ def to_attributes(
         destination_ip=destination.address,
         destination_port=destination.port_value,
         source_principal=attributes.source.principal,
-        sni=attributes.tls_session.sni,
+        peer_identities=(peer_names or PeerNames(0)).of(
+            attributes.source.certificate, attributes.source.principal
+        ),
+        # Envoy's TLS inspector lower-cases the SNI before RBAC sees it (measured).
+        sni=attributes.tls_session.sni.lower(),
         request_id=headers.get("x-request-id", ""),
         context_extensions=attributes.context_extensions,
     )
@@ -107,6 +114,7 @@ def decision_key(
         key.append(destination.port_value)
     if inputs.source_principal:
         key.append(attributes.source.principal)
+        key.append(attributes.source.certificate)  # its names are the peer's identities
     if inputs.sni:
         key.append(attributes.tls_session.sni)
     return tuple(key)

@@ -26,6 +26,7 @@ from extauthz.server.envoy_api import (
 )
 from extauthz.server.logs import DecisionLogger, request_fields
 from extauthz.server.metrics import Metrics, policy_matches
+from extauthz.server.peer import PeerNames
 from extauthz.snapshot.compile import Generation, Snapshot
 from extauthz.snapshot.store import ConfigStore
 
@@ -63,6 +64,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._decision_log = decision_logger or DecisionLogger()
         self._counts = metrics.checks
         self._responses = Responses()
+        self._peer_names = PeerNames()
         self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
         self._generation: Generation | None = None  # what the memo and the snapshot are of
         # Set with _generation, before any use: the CLI's workload's snapshot of it, and
@@ -124,7 +126,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             key = decision_key(attributes, snapshot.inputs, id(snapshot))
             answer = self.memo.get(key, snapshot, now, self._keys.keys) if key else None
             if answer is None:
-                attrs = to_attributes(request, self._xff_hops)
+                attrs = to_attributes(request, self._xff_hops, self._peer_names)
                 answer = await self._decide(attrs, snapshot, now)
                 if key is not None:
                     self.memo.put(key, snapshot, answer.decision, answer)

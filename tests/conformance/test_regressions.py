@@ -21,6 +21,8 @@ from tests.conformance.harness import Case, Difference, Pair, Request
 _RNG = random.Random(14)
 KEY = gen.make_key(_RNG, "RS256", "k1", with_alg=True)
 OTHER = gen.make_key(_RNG, "ES256", "k2", with_alg=True)
+ED = gen.make_key(_RNG, "EdDSA", "k3", with_alg=True)
+HMAC = gen.make_key(_RNG, "HS256", "", with_alg=False)
 JWKS = json.dumps({"keys": [KEY.jwk]})
 OTHER_JWKS = json.dumps({"keys": [OTHER.jwk]})
 
@@ -172,6 +174,25 @@ CASES: dict[str, tuple[Documents, list[Request]] | tuple[Documents, list[Request
     "deeply-nested-payload": (
         [authn({"issuer": "iss-a", "jwks": JWKS})],
         [get(f"nested {depth}", ("authorization", f"Bearer {token(deep=_nested(depth))}")) for depth in (10, 40, 60, 99)],
+    ),
+    # An Ed25519 key without alg is tried on any token, in the set's order, and a signature
+    # that is not 64 bytes long stops the loop there (jwt_verify_lib).
+    "ed25519-key-stops-the-loop": (
+        [authn({"issuer": "iss-a", "jwks": json.dumps({"keys": [
+            {k: v for k, v in ED.jwk.items() if k not in ("kid", "alg")}, KEY.jwk]})})],
+        [
+            get("RS256 with kid after a kid-less OKP key", ("authorization", f"Bearer {GOOD}")),
+            get("HS256 without kid", ("authorization", f"Bearer {token(key=HMAC)}")),
+            get("EdDSA token", ("authorization", f"Bearer {token(key=ED)}")),
+        ],
+    ),
+    "ed25519-key-after-the-right-key": (
+        [authn({"issuer": "iss-a", "jwks": json.dumps({"keys": [
+            KEY.jwk, {k: v for k, v in ED.jwk.items() if k not in ("kid", "alg")}]})})],
+        [
+            get("RS256 verified before the OKP key", ("authorization", f"Bearer {GOOD}")),
+            get("forged RS256", ("authorization", f"Bearer {FORGED}")),
+        ],
     ),
     # claim_to_headers writes lists and objects as base64 JSON, numbers as doubles.
     "claim-header-values": (

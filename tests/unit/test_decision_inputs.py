@@ -173,7 +173,8 @@ def test_the_key_holds_exactly_the_values_listed() -> None:
     )  # fmt: skip
     assert decision_key(request.build().attributes, inputs, 7) == (
         7, "POST", "h.example", "/p?q=1", "1", None,
-        "10.1.1.1", "10.2.2.2", 81, "spiffe://td/ns/a/sa/b", "s.example",
+        # The peer: its principal and its certificate (here none), whose names RBAC reads.
+        "10.1.1.1", "10.2.2.2", 81, "spiffe://td/ns/a/sa/b", "", "s.example",
     )  # fmt: skip
     assert decision_key(request.build().attributes, DecisionInputs(), 7) == (
         7, "POST", "h.example", "/p?q=1",

@@ -59,7 +59,9 @@ CHANGED: dict[RequestValue, Callable[[Request], Request]] = {
     RequestValue.REMOTE_IP: _attrs(remote_ip="198.51.100.1"),
     RequestValue.DESTINATION_IP: _attrs(destination_ip="10.0.0.8"),
     RequestValue.DESTINATION_PORT: _attrs(destination_port=9090),
-    RequestValue.SOURCE_PRINCIPAL: _attrs(source_principal="spiffe://td/ns/bar/sa/b"),
+    RequestValue.SOURCE_PRINCIPAL: _attrs(
+        source_principal="spiffe://td/ns/bar/sa/b", peer_identities=("spiffe://td/ns/bar/sa/b",)
+    ),
     RequestValue.SNI: _attrs(sni="b.example"),
     RequestValue.REQUEST_ID: _attrs(request_id="r2"),
     RequestValue.CONTEXT_EXTENSIONS: _attrs(context_extensions=MappingProxyType({"k": "w"})),
@@ -82,11 +84,9 @@ def _header_changed(name: str) -> Callable[[Request], Request]:
 
 def test_every_request_attribute_can_be_declared() -> None:
     """A rule reading a new RequestAttributes field needs a RequestValue to declare it by."""
-    attributes = {f.name for f in fields(RequestAttributes)} - {
-        "headers",
-        "header_lists",
-        "_params",
-    }
+    # headers are declared by name; the peer's names come with its principal.
+    read_otherwise = {"headers", "header_lists", "peer_identities", "_params"}
+    attributes = {f.name for f in fields(RequestAttributes)} - read_otherwise
     assert {v.value for v in RequestValue} == attributes | {"authn"}
     assert set(CHANGED) == set(RequestValue)
 
