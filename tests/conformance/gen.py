@@ -26,7 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tests.conformance.certs import ClientCert
 from tests.conformance.harness import Case, Request
 
-NOW = int(time.time())
+NOW = int(time.time())  # for tokens made once per process (regression cases)
+
+
+def _now() -> int:
+    """Generated tokens' times are relative to when they are made (a batch is sent within
+    seconds of being generated), and stay a minute or more away from Envoy's 60 s skew."""
+    return int(time.time())
+
+
 ISSUERS = ("iss-a", "iss-b", "https://issuer.example/c", "testing@secure.istio.io")
 AUDIENCES = ("aud-1", "aud-2", "bookstore", "")
 SUBJECTS = ("alice", "bob", "svc/x", "")
@@ -108,7 +116,8 @@ def encode(header: dict[str, Any] | str, payload: dict[str, Any] | str, key: Key
 
 
 def claims_for(rng: random.Random, issuer: str) -> dict[str, Any]:
-    claims: dict[str, Any] = {"iss": issuer, "exp": NOW + 3600}
+    now = _now()
+    claims: dict[str, Any] = {"iss": issuer, "exp": now + 3600}
     sub = rng.choice((*SUBJECTS, "alice"))
     if rng.random() < 0.9:
         claims["sub"] = sub
@@ -124,9 +133,9 @@ def claims_for(rng: random.Random, issuer: str) -> dict[str, Any]:
     if rng.random() < 0.3:
         claims["foo"] = rng.choice(["bar", "baz", 7, True, ["bar", "x"], {"n": "v"}])
     if rng.random() < 0.2:
-        claims["iat"] = NOW - rng.randint(0, 100)
+        claims["iat"] = now - rng.randint(0, 100)
     if rng.random() < 0.15:
-        claims["nbf"] = NOW - rng.randint(-600, 600)
+        claims["nbf"] = now + rng.choice([-600, -200, -30, 200, 600])
     return claims
 
 
@@ -145,9 +154,9 @@ def token_variant(rng: random.Random, key: Key, issuer: str) -> tuple[str, str]:
         weights=[30, 5, 3, 3, 4, 4, 4, 2, 2, 2, 2, 2, 3, 2, 2],
     )[0]  # fmt: skip
     if kind == "expired":
-        claims["exp"] = NOW - rng.choice([30, 120, 3600])
+        claims["exp"] = _now() - rng.choice([15, 120, 3600])
     elif kind == "future-nbf":
-        claims["nbf"] = NOW + rng.choice([30, 120, 3600])
+        claims["nbf"] = _now() + rng.choice([30, 120, 3600])
     elif kind == "no-exp":
         claims.pop("exp")
     elif kind == "other-issuer":
@@ -509,4 +518,47 @@ def case(rng: random.Random, number: int, requests: int) -> Case:
     built = Case(namespace, documents)
     built.requests = [request(rng, rules) for _ in range(requests)]
     # Seeded from the state without advancing it: the next case is drawn as it always was.
-    return with_peers(built, random.Random(hash(rng.getstate()[1])))
+    state = hash(rng.getstate()[1])
+    return with_more_fields(with_peers(built, random.Random(state)), random.Random(state + 1))
+
+
+TEMPLATE_PATHS = ("/api/{*}/products/{*}", "/api/{**}", "/{*}/admin", "/a/{**}/c")
+HOSTS_WITH_PORTS = ("example.com:8080", "*.example.com:8080", "EXAMPLE.COM:8080", "*:8080")
+
+
+def more_fields_policy(rng: random.Random, namespace: str) -> dict[str, Any]:
+    """A policy on the fields the main draw leaves out: ports (never the listener's, which
+    differs between the two Envoys), path templates, hosts with ports, notRemoteIpBlocks,
+    destination.ip and port conditions; dry-run half the time."""
+    operation: dict[str, Any] = {rng.choice(["paths", "notPaths"]): _strings(rng, TEMPLATE_PATHS)}
+    if rng.random() < 0.5:
+        operation[rng.choice(["hosts", "notHosts"])] = _strings(rng, HOSTS_WITH_PORTS)
+    if rng.random() < 0.4:
+        operation["notPorts"] = [str(rng.choice([1, 81, 9999]))]
+    source = {rng.choice(["remoteIpBlocks", "notRemoteIpBlocks", "notIpBlocks"]): _strings(
+        rng, ("127.0.0.1", "127.0.0.0/8", "10.0.0.0/8", "::1/128"))}  # fmt: skip
+    rule: dict[str, Any] = {"to": [{"operation": operation}]}
+    if rng.random() < 0.5:
+        rule["from"] = [{"source": source}]
+    if rng.random() < 0.4:
+        key = rng.choice(["destination.ip", "destination.port"])
+        values = ["127.0.0.1", "10.0.0.0/8"] if key == "destination.ip" else ["1", "81"]
+        rule["when"] = [{"key": key, rng.choice(["values", "notValues"]): values}]
+    metadata: dict[str, Any] = {"name": "ap-more", "namespace": namespace}
+    if rng.random() < 0.5:
+        metadata["annotations"] = {"istio.io/dry-run": "true"}
+    action = rng.choice(["ALLOW", "DENY", "AUDIT"])
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": metadata, "spec": {"action": action, "rules": [rule]}}  # fmt: skip
+
+
+def with_more_fields(built: Case, rng: random.Random) -> Case:
+    """A quarter of the cases get one policy more, on fields the main draw does not use, and
+    a few requests on the paths those templates name."""
+    if rng.random() >= 0.25:
+        return built
+    built.documents.append(more_fields_policy(rng, built.namespace))
+    for index in rng.sample(range(len(built.requests)), min(5, len(built.requests))):
+        path = rng.choice(["/api/v1/products/7", "/api/", "/x/admin", "/a//c", "/a/b/b/c"])
+        built.requests[index] = replace(built.requests[index], path=path)
+    return built

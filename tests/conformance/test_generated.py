@@ -37,12 +37,15 @@ def _seeds() -> list[int]:
 
 def run_seed(seed: int, configs: int, requests: int, workdir: Path) -> tuple[int, list[Difference]]:
     rng = random.Random(seed)
-    cases: list[Case] = [gen.case(rng, number, requests) for number in range(configs)]
     sent, differences = 0, []
-    for start in range(0, len(cases), BATCH):
+    for start in range(0, configs, BATCH):
+        # Each batch is generated just before it is sent: tokens' times stay where meant.
+        cases: list[Case] = [
+            gen.case(rng, number, requests) for number in range(start, min(start + BATCH, configs))
+        ]
         batch_dir = workdir / f"batch-{start // BATCH}"
         batch_dir.mkdir()
-        pair = Pair(batch_dir, cases[start : start + BATCH])
+        pair = Pair(batch_dir, cases)
         try:
             pair.start()
             count, found = asyncio.run(pair.compare())
