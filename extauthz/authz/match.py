@@ -132,27 +132,35 @@ class _EnvoyString:
 _ANY = _EnvoyString("any")
 
 
-def _issuer_and_subject(pattern: str) -> tuple[_EnvoyString, _EnvoyString]:
-    """istiod's requestPrincipalGenerator: `iss/sub` split at the last `/`, a `*` at either
-    end widening the part it touches; a pattern without `/` is all issuer with the subject
-    exactly empty, except `*x` (any issuer, a subject ending in x) and `x*` (an issuer
-    starting with x, any subject)."""
+StringMatch = tuple[str, str]  # (kind, text): kind is exact, prefix, suffix or any
+_ANY_VALUE: StringMatch = ("any", "")
+
+
+def request_principal_parts(pattern: str) -> tuple[StringMatch, StringMatch]:
+    """istiod's requestPrincipalGenerator: the matches on `iss` and on `sub` one pattern
+    becomes. `iss/sub` split at the last `/`, a `*` at either end widening the part it
+    touches; a pattern without `/` is all issuer with the subject exactly empty, except `*x`
+    (any issuer, a subject ending in x) and `x*` (an issuer starting with x, any subject).
+    Read by the matcher below and by the native twin (native/rbac.py)."""
     iss, slash, sub = pattern.rpartition("/")
     if not slash:
         iss, sub = pattern, ""
     if pattern == "*":
-        return _ANY, _ANY
+        return _ANY_VALUE, _ANY_VALUE
     if pattern.startswith("*"):
         if not slash:
-            return _ANY, _EnvoyString("suffix", pattern[1:])
-        issuer = _ANY if iss == "*" else _EnvoyString("suffix", iss[1:])
-        return issuer, _EnvoyString("exact", sub)
+            return _ANY_VALUE, ("suffix", pattern[1:])
+        return (_ANY_VALUE if iss == "*" else ("suffix", iss[1:])), ("exact", sub)
     if pattern.endswith("*"):
         if not slash:
-            return _EnvoyString("prefix", pattern[:-1]), _ANY
-        subject = _ANY if sub == "*" else _EnvoyString("prefix", sub[:-1])
-        return _EnvoyString("exact", iss), subject
-    return _EnvoyString("exact", iss), _EnvoyString("exact", sub)
+            return ("prefix", pattern[:-1]), _ANY_VALUE
+        return ("exact", iss), (_ANY_VALUE if sub == "*" else ("prefix", sub[:-1]))
+    return ("exact", iss), ("exact", sub)
+
+
+def _issuer_and_subject(pattern: str) -> tuple[_EnvoyString, _EnvoyString]:
+    issuer, subject = request_principal_parts(pattern)
+    return _EnvoyString(*issuer), _EnvoyString(*subject)
 
 
 class RequestPrincipalMatcher:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from extauthz.authz.match import StringMatch, request_principal_parts
 from extauthz.config.resources import AuthorizationPolicy, Condition, Operation, Rule, Source
 
 Json = dict[str, Any]
@@ -285,23 +286,15 @@ def _payload_string(claim: str, match: Json) -> Json:
 
 
 def _issuer_and_subject(value: str) -> tuple[Json, Json]:
-    """requestPrincipalGenerator: `iss/sub` split at the last `/`; a `*` at either end
-    widens the part it touches (a value without `/` is all issuer, but `*x` is a subject)."""
-    any_value = regex_matcher(_ANY_VALUE)
-    iss, slash, sub = value.rpartition("/")
-    if not slash:
-        iss, sub = value, ""
-    if value == "*":
-        return any_value, any_value
-    if value.startswith("*"):
-        if not slash:
-            return any_value, _string("suffix", value[1:])
-        return (any_value if iss == "*" else _string("suffix", iss[1:])), _string("exact", sub)
-    if value.endswith("*"):
-        if not slash:
-            return _string("prefix", value[:-1]), any_value
-        return _string("exact", iss), (any_value if sub == "*" else _string("prefix", sub[:-1]))
-    return _string("exact", iss), _string("exact", sub)
+    """requestPrincipalGenerator's two matchers, as Envoy StringMatchers (authz.match reads
+    the same split): `any` is the regex `.+`."""
+
+    def envoy(part: StringMatch) -> Json:
+        kind, text = part
+        return regex_matcher(_ANY_VALUE) if kind == "any" else _string(kind, text)
+
+    issuer, subject = request_principal_parts(value)
+    return envoy(issuer), envoy(subject)
 
 
 def _request_principals(values: Sequence[str]) -> Json:
