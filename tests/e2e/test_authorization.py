@@ -189,7 +189,9 @@ def test_ip_blocks_use_envoys_downstream_peer(base_rig: Rig) -> None:
         ("ok.example.com", 200),
     ],
 )
-def test_hosts_match_without_case_and_with_their_port(base_rig: Rig, host: str, status: int) -> None:
+def test_hosts_match_without_case_and_with_their_port(
+    base_rig: Rig, host: str, status: int
+) -> None:
     assert raw_get(base_rig, "/hosts", {"Host": host}).status == status
 
 
