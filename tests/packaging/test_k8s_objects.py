@@ -23,6 +23,7 @@ from tests.support.manifests import (
     Manifest,
     documents,
     ids,
+    is_in_component,
     rel,
 )
 
@@ -44,6 +45,9 @@ def test_manifest_file_holds_named_objects(path: Path) -> None:
         # resolve names without guessing.
         if manifest.kind in CLUSTER_SCOPED:
             assert not manifest.namespace, f"{manifest} is cluster-scoped"
+        elif is_in_component(path):
+            # A component's objects land in the namespace of the app that uses it.
+            assert not manifest.namespace, f"{manifest}: the using kustomization sets it"
         else:
             assert manifest.namespace, f"{manifest} names no namespace"
 

@@ -30,7 +30,11 @@ from tests.support.manifests import (
     selects,
 )
 
-SERVICE_HOST = re.compile(r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc\.cluster\.local")
+# <service>.<namespace>, found through the pod's DNS search path whatever the cluster domain;
+# the full name (.svc.cluster.local) is accepted where something needs it.
+SERVICE_HOST = re.compile(
+    r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?"
+)
 
 
 # -- extauthz's command line and environment --------------------------------------------------
@@ -161,7 +165,7 @@ def reach(client: Container, host: str, port: int) -> list[Container]:
     if is_loopback(host):
         return [c for c in client.pod_mates if port in listens(c)]
     name = SERVICE_HOST.fullmatch(host)
-    assert name, f"{client}: {host} is neither loopback nor <service>.<namespace>.svc.cluster.local"
+    assert name, f"{client}: {host} is neither loopback nor <service>.<namespace>"
     service = find("Service", name["namespace"], name["name"])
     assert service, f"{client}: no Service {name['namespace']}/{name['name']} for {host}"
     ports = [p["port"] for p in service.spec["ports"]]
