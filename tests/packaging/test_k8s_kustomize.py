@@ -94,7 +94,7 @@ def test_every_manifest_is_in_a_kustomization() -> None:
 
 @pytest.mark.parametrize("directory", dir_params([K8S, *BASES, *PATTERNS]))
 def test_patterns_need_no_custom_resource_definitions(directory: Path) -> None:
-    # `kubectl apply -k k8s/sidecar` must work on a cluster without the Prometheus Operator.
+    # `kubectl apply -k k8s/base/shared` (or a demo) must work on a cluster without the Prometheus Operator.
     custom = [str(m) for m in _closure_manifests(directory) if m.api in CUSTOM_RESOURCES]
     assert not custom, f"move to a monitoring kustomization: {custom}"
 
