@@ -40,6 +40,7 @@ work=""              # logs, the debootstrap root and the private engine's roots
 dockerd_pid=""
 compose_is_up=0
 apt_is_updated=0
+is_skipped=0
 
 say() { printf '[compose-test %4ss] %s\n' "$((SECONDS - started))" "$*"; }
 
@@ -122,7 +123,9 @@ cleanup() {
     say "removed $work"
   fi
   find "$wheelhouse" -mindepth 1 ! -name README.md -delete 2>/dev/null
-  if ((status == 0)); then
+  if ((is_skipped)); then
+    say "SKIPPED (no Docker engine) after $((SECONDS - started)) s"
+  elif ((status == 0)); then
     say "passed in $((SECONDS - started)) s"
   else
     say "FAILED (exit $status) after $((SECONDS - started)) s"
@@ -140,6 +143,7 @@ no_engine() { # no_engine REASON...
   if [[ "${COMPOSE_TEST_OPTIONAL:-0}" == 1 ]]; then
     loud "WARNING: compose-test SKIPPED: no Docker engine can be started on this machine." "$@" \
       "COMPOSE_TEST_OPTIONAL=1 is set, so this is not a failure."
+    is_skipped=1
     exit 0
   fi
   loud "compose-test FAILED: no Docker engine can be started on this machine." "$@" \
