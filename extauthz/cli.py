@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from extauthz import __version__
 from extauthz.authn.jwks_fetcher import DEFAULT_REFETCH_MIN_SECONDS, DEFAULT_REFRESH_SECONDS
@@ -19,6 +20,9 @@ from extauthz.config.limits import ConfigLimits
 from extauthz.config.parse import ConfigError
 from extauthz.server.connections import ConnectionLimits
 from extauthz.server.logs import MODES
+
+if TYPE_CHECKING:
+    from extauthz.server.app import GrpcTls
 
 SERVE_EXAMPLES = """
 examples:
@@ -226,6 +230,18 @@ def _parser() -> argparse.ArgumentParser:
         help="stop using keys not refreshed for this long; their tokens then fail (default: 86400)",
     )
     serve.add_argument(
+        "--grpc-tls-cert",
+        metavar="PEM",
+        help="serve Check over TLS with this certificate chain (with --grpc-tls-key)",
+    )
+    serve.add_argument("--grpc-tls-key", metavar="PEM", help="the private key of --grpc-tls-cert")
+    serve.add_argument(
+        "--grpc-client-ca",
+        metavar="PEM",
+        help="require client certificates signed by these CAs on the Check port (Envoy's "
+        "extauthz cluster presents one); needs --grpc-tls-cert",
+    )
+    serve.add_argument(
         "--jwks-ca-file",
         default=None,
         metavar="PEM",
@@ -302,6 +318,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _grpc_tls(args: argparse.Namespace) -> GrpcTls | None:
+    """--grpc-tls-cert/--grpc-tls-key/--grpc-client-ca as settings; ValueError when they do
+    not go together."""
+    from extauthz.server.app import GrpcTls
+
+    if not (args.grpc_tls_cert or args.grpc_tls_key or args.grpc_client_ca):
+        return None
+    if not (args.grpc_tls_cert and args.grpc_tls_key):
+        raise ValueError("--grpc-tls-cert and --grpc-tls-key go together")
+    return GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_client_ca)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from extauthz.config.workload import Workload, parse_labels
     from extauthz.server.app import Settings, run_event_loop, serve, split_addr
@@ -312,6 +340,7 @@ def _serve(args: argparse.Namespace) -> int:
         split_addr(args.http_addr)
         workload = Workload(args.namespace, parse_labels(args.labels))
         limits = connection_limits(args)
+        grpc_tls = _grpc_tls(args)
     except ValueError as exc:
         print(f"extauthz: {exc}", file=sys.stderr)
         return 2
@@ -319,6 +348,7 @@ def _serve(args: argparse.Namespace) -> int:
         config_paths=tuple(args.config),
         grpc_addr=args.grpc_addr,
         http_addr=args.http_addr,
+        grpc_tls=grpc_tls,
         workload=workload,
         root_namespace=args.root_namespace,
         jwks_refresh_seconds=args.jwks_refresh,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -44,10 +47,49 @@ AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcTls:
+    """TLS on the Check port: a certificate and key, and, when `client_ca_file` is given,
+    client certificates required and verified against it (Envoy's cluster presents one)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Read the files now (start-up): an unreadable file is an OSError."""
+        chain = _pem(self.cert_file, "--grpc-tls-cert", x509.load_pem_x509_certificates)
+        key = _pem(self.key_file, "--grpc-tls-key", _private_key)
+        roots = (
+            _pem(self.client_ca_file, "--grpc-client-ca", x509.load_pem_x509_certificates)
+            if self.client_ca_file
+            else None
+        )
+        return grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=roots, require_client_auth=roots is not None
+        )
+
+
+def _private_key(data: bytes) -> object:
+    return serialization.load_pem_private_key(data, password=None)
+
+
+def _pem(path: str, flag: str, load: Callable[[bytes], object]) -> bytes:
+    """A PEM file's bytes, checked to hold what the flag needs: one line, not a traceback
+    from deep in gRPC, when it does not."""
+    data = Path(path).read_bytes()
+    try:
+        load(data)
+    except (ValueError, TypeError) as exc:
+        raise OSError(f"{flag} {path}: {exc}") from exc
+    return data
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     config_paths: tuple[str, ...]
     grpc_addr: str = "0.0.0.0:9000"
     http_addr: str = "0.0.0.0:9090"
+    grpc_tls: GrpcTls | None = None  # plaintext without
     workload: Workload = field(default_factory=lambda: Workload("default"))
     root_namespace: str = "istio-system"
     jwks_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
@@ -215,7 +257,15 @@ class Service:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorization, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = split_addr(self.settings.grpc_addr)
-        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        tls = self.settings.grpc_tls
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            try:
+                bound = server.add_secure_port(address, tls.credentials())
+            except RuntimeError as exc:  # gRPC refused the key pair
+                raise OSError(f"cannot serve gRPC over TLS on {address}: {exc}") from exc
         if not bound:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()

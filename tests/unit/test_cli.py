@@ -100,3 +100,17 @@ def test_every_command_has_help_with_examples(
     out = capsys.readouterr().out
     assert exited.value.code == 0
     assert "examples:" in out and f"extauthz {command}" in out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--grpc-tls-cert", "c.pem"], id="cert-without-key"),
+        pytest.param(["--grpc-tls-key", "k.pem"], id="key-without-cert"),
+        pytest.param(["--grpc-client-ca", "ca.pem"], id="client-ca-without-cert"),
+    ],
+)
+def test_grpc_tls_flags_go_together(capsys: pytest.CaptureFixture[str], flags: list[str]) -> None:
+    code = main(["serve", "--config", "x.yaml", *flags])
+    assert code == 2
+    assert "--grpc-tls-cert and --grpc-tls-key go together" in capsys.readouterr().err
