@@ -89,7 +89,6 @@ class Settings:
     config_paths: tuple[str, ...]
     grpc_addr: str = "0.0.0.0:9000"
     http_addr: str = "0.0.0.0:9090"
-    grpc_tls: GrpcTls | None = None  # plaintext without
     workload: Workload = field(default_factory=lambda: Workload("default"))
     root_namespace: str = "istio-system"
     jwks_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
@@ -103,6 +102,7 @@ class Settings:
     drain_seconds: float = 5.0
     config_limits: ConfigLimits = field(default_factory=ConfigLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    grpc_tls: GrpcTls | None = None  # plaintext without
 
 
 def split_addr(addr: str) -> tuple[str, int]:
