@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration e2e reliability conformance clean tools compose-test
+.PHONY: demo test lint unit integration e2e reliability conformance drain clean tools compose-test
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ CONFORMANCE_SEEDS ?= $(shell $(PYTHON) -c 'import random; print(",".join(str(ran
 conformance: $(BIN)/.installed
 	EXTAUTHZ_CONFORMANCE_SEEDS=$(CONFORMANCE_SEEDS) EXTAUTHZ_CONFORMANCE_CONFIGS=200 \
 	EXTAUTHZ_CONFORMANCE_REQUESTS=100 $(BIN)/pytest -q -s tests/conformance
+
+# The rollout drill: two extauthz behind the shipped k8s gateway's ext_authz settings, one
+# restarted under load; every answer must stay what the policies say. Run five times.
+drain: $(BIN)/.installed
+	for run in 1 2 3 4 5; do EXTAUTHZ_DRAIN_TEST=1 $(BIN)/pytest -q tests/e2e/test_drain.py || exit 1; done
 
 # Debian tools some tests use: docker-compose (offline check of docker/docker-compose.yaml)
 # and promtool (from prometheus, to lint /metrics). Installed when missing and we are root.

@@ -246,6 +246,9 @@ download_wheels() {
   # (Envoy, httpbin) and what pip needs to build the package from source offline.
   "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$wheelhouse" \
     '.[demo]' 'setuptools>=68' wheel
+  # The image installs the locked versions, hash-checked: have exactly those at hand.
+  "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --dest "$wheelhouse" --require-hashes -r docker/requirements.lock
 }
 
 build_base_image() {

@@ -352,7 +352,20 @@ def test_dockerfile_builds_on_python_slim() -> None:
     )
     bases = [ins.args.split()[0] for ins in dockerfile() if ins.keyword == "FROM"]
     resolved = {re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], base) for base in bases}
-    assert bases and resolved == {"python:3.11-slim"}
+    assert bases and resolved == {"python:3.11.11-slim-bookworm"}  # a pinned release
+
+
+def test_the_image_installs_the_locked_dependencies_by_hash() -> None:
+    runs = " ".join(ins.args for ins in dockerfile() if ins.keyword == "RUN")
+    assert "pip install --require-hashes -r requirements.lock" in runs
+    assert "pip install --no-deps ." in runs
+    lock = (REPO / "docker" / "requirements.lock").read_text()
+    locked = {m[1].lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", lock, re.M)}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert wanted <= locked, f"not in docker/requirements.lock: {sorted(wanted - locked)}"
+    pinned = [line for line in lock.splitlines() if re.match(r"^[A-Za-z0-9_.-]+==", line)]
+    assert pinned and all(line.rstrip().endswith("\\") for line in pinned)  # each with hashes
 
 
 def test_dockerfile_ports_match_cli_defaults() -> None:
