@@ -26,10 +26,11 @@ K8S = REPO / "k8s"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 # Custom resources have no schema in kubernetes-validate: these, and only these, skip it and
-# are checked by hand (test_k8s_services.py, test_k8s_integrations.py). They stay out of the
-# bases' and demos' own kustomizations.
+# are checked by hand (test_k8s_services.py, test_k8s_integrations.py, test_monitoring_rules.py).
+# They stay out of the bases' and demos' own kustomizations.
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("install.istio.io/v1alpha1", "IstioOperator"),
     ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"),
