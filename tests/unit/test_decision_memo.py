@@ -357,7 +357,8 @@ def test_an_answer_is_remembered_while_its_token_is_inside_nbf_exp_and_the_skew(
     tmp_path: Path,
 ) -> None:
     served = serve(tmp_path, authn())
-    nbf, exp = NOW - 10, NOW + 600
+    now = int(time.time())  # Check reads the clock: times relative to now, not to import
+    nbf, exp = now - 10, now + 600
     request = replace(BASE, headers=bearer(token(nbf=nbf, exp=exp))).build()
     assert codes(served.check(request)) == [OK]
     snapshot, memo = served.store.current, served.service.memo
@@ -376,7 +377,7 @@ def test_past_exp_and_skew_the_next_check_decides_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = serve(tmp_path, authn())
-    exp = NOW + 100
+    exp = int(time.time()) + 100  # Check reads the clock: relative to now, not to import
     request = replace(BASE, headers=bearer(token(exp=exp)))
     assert codes(served.check(request, request)) == [OK, OK]
     assert served.service.memo.hits == 1
