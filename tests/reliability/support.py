@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
@@ -24,7 +23,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 
-from extauthz.rig.processes import Process, answers_200, free_port
+from extauthz.rig.processes import Process, ProcessGroup, answers_200, free_port
 from extauthz.rig.rig import SAMPLES
 from extauthz.rig.tokens import mint
 
@@ -184,7 +183,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         time.sleep(0.02)
 
 
-class ServeProcess:
+class ServeProcess(ProcessGroup):
     """`extauthz serve` for the sample gateway workload, a child process on free loopback
     ports, with its output (the decision lines included) in a file. `cwd` is where
     `python -m extauthz` finds the package (this checkout by default)."""
@@ -199,25 +198,9 @@ class ServeProcess:
         while self.http_port == self.grpc_port:
             self.http_port = free_port()
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
-        self._process: Process | None = None
+        self.processes = {}
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
+    def start(self) -> Self:
         argv = [sys.executable, "-m", "extauthz", "serve"]
         for config in self.configs:
             argv += ["--config", str(config)]
@@ -226,20 +209,19 @@ class ServeProcess:
             "--grpc-addr", self.grpc_target, "--http-addr", f"127.0.0.1:{self.http_port}",
             "--watch-interval", "0",
         ]  # fmt: skip
-        self._process = Process(
-            "extauthz", argv, self.workdir, cwd=self.cwd, drop_env_prefix="EXTAUTHZ_"
-        )
-        self._process.start()
-        self._process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"), 30)
+        process = Process("extauthz", argv, self.workdir, cwd=self.cwd, drop_env_prefix="EXTAUTHZ_")
+        self.processes = {"extauthz": process}
+        process.start()
+        process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"), 30)
+        return self
 
     @property
     def pid(self) -> int:
-        assert self._process is not None, "not started"
-        return self._process.pid
+        return self.processes["extauthz"].pid
 
     @property
     def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running
+        return "extauthz" in self.processes and self.processes["extauthz"].is_running
 
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
@@ -270,10 +252,6 @@ class ServeProcess:
             if line.startswith(f"{name} "):
                 return float(line.split()[1])
         return 0.0
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop(15)
 
 
 # --- tokens a hostile client sends ----------------------------------------------------------
