@@ -25,7 +25,13 @@ from extauthz.server.envoy_api import (
     to_attributes,
 )
 from extauthz.server.logs import DecisionLogger, request_fields
-from extauthz.server.metrics import Metrics, policy_matches
+from extauthz.server.metrics import (
+    INTERNAL_ERROR,
+    REFUSED,
+    Metrics,
+    check_labels,
+    policy_matches,
+)
 from extauthz.server.peer import PeerNames
 from extauthz.snapshot.compile import Generation, Snapshot
 from extauthz.snapshot.store import ConfigStore
@@ -133,13 +139,13 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         except Exception as exc:  # the one broad except: any failure is a logged, counted deny
             log.exception("Check failed; denying")
             self._metrics.check_errors.inc()
-            self._counts.count("deny")
+            self._counts.count(INTERNAL_ERROR)
             try:
                 return build_response(internal_error(type(exc).__name__))
             except Exception:
                 return _LAST_RESORT
         elapsed = time.perf_counter() - started
-        self._counts.record(answer.label, elapsed)
+        self._counts.record(answer.labels, elapsed)
         if answer.policy_matches:
             self._counts.count_policies(answer.policy_matches)
         if self._decision_log.wants(answer.decision):
@@ -153,7 +159,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         """A request that names no usable workload: a counted, logged 403 (never remembered)."""
         decision = refused(reason)
         elapsed = time.perf_counter() - started
-        self._counts.record(decision.verdict.value, elapsed)
+        self._counts.record(REFUSED, elapsed)
         if self._decision_log.wants(decision):
             self._decision_log.write(log_fields(attributes), decision, elapsed)
         return self._responses.get(decision)
@@ -168,7 +174,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         return _Answer(
             decision,
             self._responses.get(decision),
-            decision.verdict.value,
+            check_labels(decision),
             policy_matches(decision.authz),
         )
 
@@ -180,5 +186,5 @@ class _Answer:
 
     decision: Decision
     response: external_auth_pb2.CheckResponse
-    label: str  # the decision label of extauthz_checks_total
+    labels: tuple[str, str]  # the (decision, reason) labels of extauthz_checks_total
     policy_matches: tuple[tuple[str, str, str], ...]

@@ -26,7 +26,9 @@ from prometheus_client.utils import floatToGoString
 
 from extauthz import __version__
 from extauthz.authn.key_store import KeyStore
+from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict
+from extauthz.decision import Decision, Verdict
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -109,13 +111,53 @@ class Metrics:
         return generate_latest(combined)
 
 
-DECISIONS = ("allow", "deny", "unauthenticated")
-_CHECKS_HELP = "Check calls answered, by decision (allow, deny, unauthenticated)."
+# The (decision, reason) labels of extauthz_checks_total: a closed set, all exposed from the
+# start. A 401's reason is Envoy's own words (the body jwt_authn answers with), so a graph of
+# them reads as what clients were told; a status without a label here counts as "other".
+CheckLabels = tuple[str, str]
+ALLOWED: CheckLabels = ("allow", "ok")
+DENIED_BY_POLICY: CheckLabels = ("deny", "policy")
+REFUSED: CheckLabels = (
+    "deny",
+    "refused",
+)  # the request named no usable workload (context_extensions)
+INTERNAL_ERROR: CheckLabels = (
+    "deny",
+    "error",
+)  # the one broad except: also extauthz_check_errors_total
+_UNAUTHENTICATED: dict[JwtStatus, CheckLabels] = {
+    status: ("unauthenticated", status.message)
+    for status in JwtStatus
+    if status is not JwtStatus.Ok
+}
+OTHER_UNAUTHENTICATED: CheckLabels = ("unauthenticated", "other")
+CHECK_LABELS: tuple[CheckLabels, ...] = (
+    ALLOWED,
+    DENIED_BY_POLICY,
+    REFUSED,
+    INTERNAL_ERROR,
+    *_UNAUTHENTICATED.values(),
+    OTHER_UNAUTHENTICATED,
+)
+_CHECKS_HELP = (
+    "Check calls answered, by decision (allow, deny, unauthenticated) and reason (ok; policy, "
+    "refused, error; Envoy's jwt_authn message for unauthenticated)."
+)
 _DURATION_HELP = "Time to answer one Check call, conversion included."
 _POLICY_HELP = (
     "Policy rules that matched, by policy (namespace/name), action and mode "
     "(enforced, audit, dry_run)."
 )
+
+
+def check_labels(decision: Decision) -> CheckLabels:
+    """The (decision, reason) labels a decision is counted under, one of CHECK_LABELS.
+    Worked out once per remembered answer, not per request."""
+    if decision.verdict is Verdict.ALLOW:
+        return ALLOWED
+    if decision.verdict is Verdict.DENY:
+        return DENIED_BY_POLICY if decision.authz is not None else REFUSED
+    return _UNAUTHENTICATED.get(decision.authn.status, OTHER_UNAUTHENTICATED)
 
 
 def policy_matches(authz: AuthzVerdict | None) -> tuple[tuple[str, str, str], ...]:
@@ -132,8 +174,10 @@ def policy_matches(authz: AuthzVerdict | None) -> tuple[tuple[str, str, str], ..
 
 
 class CheckCounts(Protocol):
-    def record(self, decision: str, seconds: float) -> None: ...
-    def count(self, decision: str) -> None: ...  # a Check whose duration is not recorded
+    """`labels` is one of CHECK_LABELS (check_labels() or a constant next to it)."""
+
+    def record(self, labels: CheckLabels, seconds: float) -> None: ...
+    def count(self, labels: CheckLabels) -> None: ...  # a Check whose duration is not recorded
     def count_policies(self, matches: tuple[tuple[str, str, str], ...]) -> None: ...
 
 
@@ -144,28 +188,28 @@ class _LocalCheckCounts(Collector):
     extauthz_policy_matches_total, the same series prometheus-client's own types give."""
 
     def __init__(self) -> None:
-        self._decisions = dict.fromkeys(DECISIONS, 0)
+        self._checks = dict.fromkeys(CHECK_LABELS, 0)
         self._bounds = _LATENCY_BUCKETS
         self._buckets = [0] * (len(_LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self._sum = 0.0
         self._policies: dict[tuple[str, str, str], int] = {}
 
-    def record(self, decision: str, seconds: float) -> None:
-        self._decisions[decision] += 1
+    def record(self, labels: CheckLabels, seconds: float) -> None:
+        self._checks[labels] += 1
         self._buckets[bisect_left(self._bounds, seconds)] += 1  # `le`: bound >= seconds
         self._sum += seconds
 
-    def count(self, decision: str) -> None:
-        self._decisions[decision] += 1
+    def count(self, labels: CheckLabels) -> None:
+        self._checks[labels] += 1
 
     def count_policies(self, matches: tuple[tuple[str, str, str], ...]) -> None:
         for match in matches:
             self._policies[match] = self._policies.get(match, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
-        checks = CounterMetricFamily("extauthz_checks", _CHECKS_HELP, labels=["decision"])
-        for decision, count in self._decisions.items():
-            checks.add_metric([decision], count)
+        checks = CounterMetricFamily("extauthz_checks", _CHECKS_HELP, labels=["decision", "reason"])
+        for labels, count in self._checks.items():
+            checks.add_metric(list(labels), count)
         yield checks
         cumulative, buckets = 0, []
         for bound, count in zip(
@@ -179,8 +223,8 @@ class _LocalCheckCounts(Collector):
         policies = CounterMetricFamily(
             "extauthz_policy_matches", _POLICY_HELP, labels=["policy", "action", "mode"]
         )
-        for labels, count in sorted(self._policies.items()):
-            policies.add_metric(list(labels), count)
+        for match, count in sorted(self._policies.items()):
+            policies.add_metric(list(match), count)
         yield policies
 
 
@@ -189,8 +233,8 @@ class _SharedCheckCounts:
     PROMETHEUS_MULTIPROC_DIR's files, so /metrics can add up every worker's."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._checks = Counter("extauthz_checks", _CHECKS_HELP, ["decision"], registry=registry)
-        self._children = {decision: self._checks.labels(decision) for decision in DECISIONS}
+        checks = Counter("extauthz_checks", _CHECKS_HELP, ["decision", "reason"], registry=registry)
+        self._children = {labels: checks.labels(*labels) for labels in CHECK_LABELS}
         self._duration = Histogram(
             "extauthz_check_duration_seconds",
             _DURATION_HELP,
@@ -202,12 +246,12 @@ class _SharedCheckCounts:
             registry=registry,
         )  # fmt: skip
 
-    def record(self, decision: str, seconds: float) -> None:
-        self._children[decision].inc()
+    def record(self, labels: CheckLabels, seconds: float) -> None:
+        self._children[labels].inc()
         self._duration.observe(seconds)
 
-    def count(self, decision: str) -> None:
-        self._children[decision].inc()
+    def count(self, labels: CheckLabels) -> None:
+        self._children[labels].inc()
 
     def count_policies(self, matches: tuple[tuple[str, str, str], ...]) -> None:
         for match in matches:

@@ -112,8 +112,8 @@ def test_metrics_and_readiness_over_http() -> None:
                     )
                 async with session.get(f"{base}/metrics") as response:
                     text = await response.text()
-            assert 'extauthz_checks_total{decision="allow"} 1.0' in text
-            assert 'extauthz_checks_total{decision="deny"} 2.0' in text
+            assert 'extauthz_checks_total{decision="allow",reason="ok"} 1.0' in text
+            assert 'extauthz_checks_total{decision="deny",reason="policy"} 2.0' in text
             assert "extauthz_check_duration_seconds_count 3.0" in text
             assert "extauthz_config_generation 1.0" in text
 

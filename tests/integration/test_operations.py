@@ -267,8 +267,8 @@ def test_two_workers_share_the_ports_and_their_metrics_add_up(tmp_path: Path) ->
         run(checks)
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        assert 'extauthz_checks_total{decision="deny"} 12.0' in metrics
-        assert 'extauthz_checks_total{decision="allow"} 24.0' in metrics
+        assert 'extauthz_checks_total{decision="deny",reason="policy"} 12.0' in metrics
+        assert 'extauthz_checks_total{decision="allow",reason="ok"} 24.0' in metrics
         assert "extauthz_check_duration_seconds_count 36.0" in metrics
     finally:
         process.terminate()
@@ -307,8 +307,8 @@ def test_metrics_pass_promtool_and_have_the_documented_names(tmp_path: Path) -> 
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     text = exposition.decode()
     for name in (
-        'extauthz_checks_total{decision="deny"} 1.0',
-        'extauthz_checks_total{decision="allow"} 2.0',
+        'extauthz_checks_total{decision="deny",reason="policy"} 1.0',
+        'extauthz_checks_total{decision="allow",reason="ok"} 2.0',
         'extauthz_decision_memo_lookups_total{result="hit"} 1.0',
         'extauthz_decision_memo_lookups_total{result="miss"} 2.0',
         "extauthz_decision_memo_entries 2.0",

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from extauthz.authn.key_store import KeyStore
 from extauthz.authn.keys import KeySet
-from extauthz.server.metrics import Metrics
+from extauthz.server.metrics import ALLOWED, Metrics
 from tests.support.deploy_files import REPO
 from tests.support.manifests import find
 
@@ -79,7 +79,7 @@ def exported() -> dict[str, frozenset[str]]:
     keys.record_success("https://idp.example/jwks", KeySet(()), now=0.0)
     metrics.watch_keys(keys)
     metrics.watch_memo(_Memo())
-    metrics.checks.record("allow", 0.001)
+    metrics.checks.record(ALLOWED, 0.001)
     metrics.checks.count_policies((("foo/deny", "DENY", "enforced"),))
     metrics.check_errors.inc()
     metrics.jwks_fetches.labels("https://idp.example/jwks", "ok").inc()

@@ -12,7 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from extauthz.server.logs import DecisionLogger
-from extauthz.server.metrics import _LATENCY_BUCKETS, _LocalCheckCounts
+from extauthz.server.metrics import (
+    _LATENCY_BUCKETS,
+    ALLOWED,
+    DENIED_BY_POLICY,
+    INTERNAL_ERROR,
+    _LocalCheckCounts,
+)
 from tests.support.checks import (
     ALICE,
     BASE,
@@ -46,9 +52,9 @@ def test_hits_count_in_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert codes(answers) == [OK] * 5 + [DENIED] * 3
     assert served.service.memo.hits == 6
     text = _exposition(served)
-    assert 'extauthz_checks_total{decision="allow"} 5.0' in text
-    assert 'extauthz_checks_total{decision="deny"} 3.0' in text
-    assert 'extauthz_checks_total{decision="unauthenticated"} 0.0' in text
+    assert 'extauthz_checks_total{decision="allow",reason="ok"} 5.0' in text
+    assert 'extauthz_checks_total{decision="deny",reason="policy"} 3.0' in text
+    assert 'extauthz_checks_total{decision="unauthenticated",reason="Jwt is expired"} 0.0' in text
     assert "extauthz_check_duration_seconds_count 8.0" in text
     assert 'extauthz_check_duration_seconds_bucket{le="+Inf"} 8.0' in text
     assert 'extauthz_policy_matches_total{action="DENY",mode="enforced",policy="foo/deny-admin"} 3.0' in text  # fmt: skip
@@ -102,8 +108,9 @@ def test_local_check_counts_expose_cumulative_buckets() -> None:
     counts = _LocalCheckCounts()
     registry = CollectorRegistry()
     registry.register(counts)
-    for decision, seconds in (("allow", 0.00005), ("allow", 0.0003), ("deny", 0.2), ("unauthenticated", 5.0)):  # fmt: skip
-        counts.record(decision, seconds)
+    expired = ("unauthenticated", "Jwt is expired")
+    for labels, seconds in ((ALLOWED, 0.00005), (ALLOWED, 0.0003), (DENIED_BY_POLICY, 0.2), (expired, 5.0)):  # fmt: skip
+        counts.record(labels, seconds)
     text = generate_latest(registry).decode()
     assert _series(text, "extauthz_check_duration_seconds_bucket") == [
         'extauthz_check_duration_seconds_bucket{le="0.0001"} 1.0',
@@ -123,9 +130,9 @@ def test_local_check_counts_expose_cumulative_buckets() -> None:
     assert count == "extauthz_check_duration_seconds_count 4.0"
     [total] = _series(text, "extauthz_check_duration_seconds_sum")
     assert float(total.split()[1]) == pytest.approx(5.20035)
-    assert 'extauthz_checks_total{decision="allow"} 2.0' in text
-    assert 'extauthz_checks_total{decision="deny"} 1.0' in text
-    assert 'extauthz_checks_total{decision="unauthenticated"} 1.0' in text
+    assert 'extauthz_checks_total{decision="allow",reason="ok"} 2.0' in text
+    assert 'extauthz_checks_total{decision="deny",reason="policy"} 1.0' in text
+    assert 'extauthz_checks_total{decision="unauthenticated",reason="Jwt is expired"} 1.0' in text
 
 
 @pytest.mark.parametrize(
@@ -142,7 +149,7 @@ def test_local_buckets_match_prometheus_clients_histogram(seconds: list[float]) 
     reference = CollectorRegistry()
     histogram = Histogram("extauthz_check_duration_seconds", "d", buckets=_LATENCY_BUCKETS, registry=reference)  # fmt: skip
     for value in seconds:
-        counts.record("allow", value)
+        counts.record(ALLOWED, value)
         histogram.observe(value)
     prefixes = ("extauthz_check_duration_seconds_bucket", "extauthz_check_duration_seconds_count")
     for prefix in prefixes:
@@ -154,11 +161,11 @@ def test_local_buckets_match_prometheus_clients_histogram(seconds: list[float]) 
 def test_count_without_duration_and_policy_matches() -> None:
     counts, registry = _LocalCheckCounts(), CollectorRegistry()
     registry.register(counts)
-    counts.count("deny")
+    counts.count(INTERNAL_ERROR)
     counts.count_policies((("foo/p", "DENY", "enforced"), ("foo/a", "AUDIT", "audit")))
     counts.count_policies((("foo/p", "DENY", "enforced"),))
     text = generate_latest(registry).decode()
-    assert 'extauthz_checks_total{decision="deny"} 1.0' in text
+    assert 'extauthz_checks_total{decision="deny",reason="error"} 1.0' in text
     assert "extauthz_check_duration_seconds_count 0.0" in text
     assert 'extauthz_policy_matches_total{action="DENY",mode="enforced",policy="foo/p"} 2.0' in text  # fmt: skip
     assert 'extauthz_policy_matches_total{action="AUDIT",mode="audit",policy="foo/a"} 1.0' in text  # fmt: skip
