@@ -265,8 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--decision-log",
         choices=MODES,
-        default="all",
-        help="which decisions are logged as JSON lines (default: all)",
+        default="denials",
+        help="which decisions are logged as JSON lines on stderr: every one, the denials "
+        "(401, 403: the default), or none",
     )
     serve.add_argument(
         "--decision-log-sample",
@@ -333,7 +334,7 @@ def _grpc_tls(args: argparse.Namespace) -> GrpcTls | None:
 def _serve(args: argparse.Namespace) -> int:
     from extauthz.config.workload import Workload, parse_labels
     from extauthz.server.app import Settings, run_event_loop, serve, split_addr
-    from extauthz.server.logs import DecisionLogSettings
+    from extauthz.server.logs import DecisionLogSettings, install_line_handler
 
     try:
         split_addr(args.grpc_addr)
@@ -370,6 +371,8 @@ def _serve(args: argparse.Namespace) -> int:
         from extauthz.server.workers import run_workers
 
         return run_workers(_RAW_ARGV, args.workers)
+    if args.decision_log != "none":
+        install_line_handler(sys.stderr)  # bare JSON lines, beside the service's own log
     try:
         run_event_loop(serve(settings))
     except ConfigError as exc:

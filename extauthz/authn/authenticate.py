@@ -59,7 +59,14 @@ def authenticate(
     anonymous = providers.anonymous
     if is_cors_preflight(attrs):
         return anonymous
-    tokens = [extract_tokens(attrs, provider.locations) for provider in providers.providers]
+    # Rules without their own locations share the default ones: each set is read once.
+    found_at: dict[int, list[FoundToken]] = {}
+    tokens = []
+    for provider in providers.providers:
+        found = found_at.get(id(provider.locations))
+        if found is None:
+            found = found_at[id(provider.locations)] = extract_tokens(attrs, provider.locations)
+        tokens.append(found)
     if not any(tokens):
         return anonymous
     tokens_key = tuple(tuple((f.location, f.token) for f in row) for row in tokens)

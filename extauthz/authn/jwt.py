@@ -28,7 +28,9 @@ IMPLEMENTED_ALGS = frozenset(
     }
 )  # fmt: skip
 
-_B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# Deleting these bytes leaves nothing of a segment written in the URL alphabet alone: a test
+# that runs in C (a frozenset's issuperset over a 342-byte RS256 signature costs ~10 µs).
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _B64_WHITESPACE = b" \t\n\v\f\r"  # absl::ascii_isspace
 _B64_PADS = ("=", ".")
@@ -86,9 +88,9 @@ def b64url_decode(segment: str) -> bytes | None:
         if 0 <= found < cut:
             cut = found
     data = segment[:cut].encode("ascii", "replace")
-    if not _B64URL_ALPHABET.issuperset(data):
+    if data.translate(None, _B64URL_ALPHABET):
         data = data.translate(None, _B64_WHITESPACE)
-        if not _B64URL_ALPHABET.issuperset(data):
+        if data.translate(None, _B64URL_ALPHABET):
             return None
     if cut < len(segment):
         tail = segment[cut:].encode("ascii", "replace").translate(None, _B64_WHITESPACE)

@@ -96,6 +96,7 @@ class _Index:
     algs_of_kid: dict[str, frozenset[str]]  # kid -> algs its keys name ("": names none)
     algs: frozenset[str]  # algs any key names ("": some key names none)
     positions: dict[int, int]  # id(key) -> its place in the set
+    has_okp: bool  # whether any key is an Ed25519 one
 
     @classmethod
     def of(cls, keys: tuple[Jwk, ...]) -> _Index:
@@ -112,6 +113,7 @@ class _Index:
             {kid: frozenset(algs) for kid, algs in algs_of_kid.items()},
             frozenset(jwk.alg for jwk in keys),
             {id(jwk): place for place, jwk in enumerate(keys)},
+            any(jwk.kty == "OKP" for jwk in keys),
         )
 
 
@@ -142,6 +144,8 @@ class KeySet:
         not 64 bytes long, stops there with JwtEd25519SignatureWrongLength (measured against
         Envoy 1.40: an HS256 or RS512 token against a JWKS whose key without alg is OKP)."""
         index = self._index
+        if not index.has_okp:
+            return None
         groups = (
             [index.by_kty.get(("OKP", ""), ()), index.by_kty.get(("OKP", alg), ())]
             if not kid

@@ -283,26 +283,35 @@ def _nesting(value: Any, depth: int = 0) -> int:
 
 class Responses:
     """Responses already built, by the facts they are built from. Most requests repeat a few
-    outcomes (the same cached token, the same denial), so most answers are found here. Owned
-    by the service (one per AuthorizationService). Answers to invalid tokens, whose realm
-    names each path, and refusals, which may quote the request, are not kept."""
+    outcomes (the same cached token, the same denial, the same 401 for one path whatever
+    junk token came with it), so most answers are found here. Owned by the service (one per
+    AuthorizationService). A 401 names the request's URL in its challenge, so one is kept
+    only when its body and headers stay under MAX_KEPT_DENIAL_CHARS; refusals, which may
+    quote the request, are never kept."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._entries: BoundedCache[ResponseFacts, external_auth_pb2.CheckResponse] = BoundedCache(
-            max_entries
+            max_entries, max_entry_cost=MAX_KEPT_DENIAL_CHARS
         )
 
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         """The CheckResponse for a decision (built once per distinct outcome; never mutate
         it)."""
         facts = response_facts(decision)
-        if decision.verdict is Verdict.UNAUTHENTICATED or decision.authn.validity is None:
+        unauthenticated = decision.verdict is Verdict.UNAUTHENTICATED
+        if decision.authn.validity is None and not unauthenticated:
             return _build(facts)
         found = self._entries.get(facts)
         if found is None:
             found = _build(facts)
-            self._entries.put(facts, found)
+            cost = len(facts.body) + sum(len(v) for _, v in facts.response_headers)
+            self._entries.put(facts, found, cost if unauthenticated else 0)
         return found
+
+
+# A kept 401's body and headers (the challenge quotes the URL a client chose): at most
+# 4,096 x 2 KiB of client text.
+MAX_KEPT_DENIAL_CHARS = 2048
 
 
 def build_response(decision: Decision) -> external_auth_pb2.CheckResponse:

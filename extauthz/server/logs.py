@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from queue import SimpleQueue
-from typing import Self, TextIO, cast
+from typing import Self, TextIO, TypeGuard, cast
 
 from extauthz.attributes import RequestAttributes
 from extauthz.bounded import BoundedCache
@@ -80,12 +80,43 @@ class BackgroundWriter:
         self._thread.join(10)
 
 
+class LineHandler(logging.StreamHandler[TextIO]):
+    """Decision lines as they are, one JSON object per line (what `serve` installs on the
+    `extauthz.decision` logger): `jq` reads them, and the writer thread hands a batch to
+    the stream without building a LogRecord or formatting a time per line (together about
+    four fifths of a line's cost)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+
+def install_line_handler(stream: TextIO) -> None:
+    """Decision lines go to `stream` as bare JSON lines, unless someone configured the
+    logger's handlers already (then theirs stay, with their formats)."""
+    if not decision_log.handlers:
+        decision_log.addHandler(LineHandler(stream))
+        decision_log.propagate = False
+
+
 _PLAIN_STREAMS = (logging.StreamHandler, logging.FileHandler)  # exactly these: write batches
 
 
 def _emit(items: list[_Item]) -> None:
     """What Logger.handle does for each line, with one write per plain stream handler."""
     if decision_log.disabled:
+        return
+    handlers = _handlers()
+    bare = [handler for handler in handlers if _bare(handler)]
+    if bare and len(bare) == len(handlers) and not decision_log.filters:
+        text = "".join(
+            logger.line(when, fields, decision, seconds) + "\n"
+            for when, fields, decision, seconds, logger in items
+        )
+        for line_handler in bare:
+            with line_handler.lock or nullcontext():
+                line_handler.stream.write(text)
+                line_handler.flush()
         return
     records = []
     for when, fields, decision, latency_seconds, logger in items:
@@ -112,6 +143,10 @@ def _emit(items: list[_Item]) -> None:
                 handler.handle(record)
 
 
+def _bare(handler: logging.Handler) -> TypeGuard[LineHandler]:
+    return type(handler) is LineHandler and not handler.filters and handler.level <= logging.INFO
+
+
 def _handlers() -> list[logging.Handler]:
     """The handlers a decision line reaches, as Logger.callHandlers walks them."""
     found: list[logging.Handler] = []
@@ -126,7 +161,7 @@ def _handlers() -> list[logging.Handler]:
 
 @dataclass(frozen=True, slots=True)
 class DecisionLogSettings:
-    mode: str = "all"  # all | denials | none
+    mode: str = "denials"  # all | denials | none (serve's default: denials)
     allow_sample: float = 1.0  # with mode "all": the fraction of allowed requests logged
     claims: Sequence[str] = ()  # claims copied into the line (allow-list)
 

@@ -233,12 +233,11 @@ class ServeProcess(ProcessGroup):
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def decision_lines(self) -> list[dict[str, Any]]:
-        """The JSON decision lines written so far (logger extauthz.decision, on stderr)."""
-        marker = " extauthz.decision: "
+        """The JSON decision lines written so far (bare JSON lines on stderr)."""
         return [
-            json.loads(line.partition(marker)[2])
+            json.loads(line)
             for line in self.log_text().splitlines()
-            if marker in line
+            if line.startswith('{"time":')
         ]
 
     def metric(self, name: str) -> float:

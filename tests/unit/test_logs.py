@@ -187,3 +187,40 @@ def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
         f"req-{n}" for n in range(300)
     ]
     assert CountingStream.writes < 30
+
+
+def test_line_handler_gets_bare_json_lines_in_whole_batches() -> None:
+    """What `serve` installs: each line is the JSON object alone (no time, level or logger
+    name in front), written in batches straight from the writer thread."""
+    import io
+
+    from extauthz.server.logs import LineHandler
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            CountingStream.writes += 1
+            return super().write(text)
+
+    stream = CountingStream()
+    _write_through_background_writer(LineHandler(stream), 300, interval_seconds=0.2)
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(300)]
+    assert all(line.startswith('{"time":') and line.endswith("}") for line in lines)
+    assert CountingStream.writes < 30
+
+
+def test_a_filter_or_another_handler_gets_records_as_before() -> None:
+    """The fast path is taken only when every handler is a bare LineHandler: a filter on the
+    handler still sees (and can drop) each record."""
+    import io
+
+    from extauthz.server.logs import LineHandler
+
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.addFilter(lambda record: "req-1" not in record.getMessage())
+    _write_through_background_writer(handler, 3)
+    ids = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert ids == ["req-0", "req-2"]
