@@ -235,9 +235,7 @@ class ServeProcess(ProcessGroup):
     def decision_lines(self) -> list[dict[str, Any]]:
         """The JSON decision lines written so far (bare JSON lines on stderr)."""
         return [
-            json.loads(line)
-            for line in self.log_text().splitlines()
-            if line.startswith('{"time":')
+            json.loads(line) for line in self.log_text().splitlines() if line.startswith('{"time":')
         ]
 
     def metric(self, name: str) -> float:
