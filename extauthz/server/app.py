@@ -103,6 +103,7 @@ class Settings:
     config_limits: ConfigLimits = field(default_factory=ConfigLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     grpc_tls: GrpcTls | None = None  # plaintext without
+    payload_metadata: bool = False  # verified payloads in the dynamic metadata (jwt_payload)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -252,6 +253,7 @@ class Service:
             self.fetcher.refetch,
             self.settings.xff_num_trusted_hops,
             DecisionLogger.of(self.settings.decision_log, self._log_writer),
+            self.settings.payload_metadata,
         )
         self.metrics.watch_memo(authorization.memo)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorization, server)

@@ -60,6 +60,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         refetch: Callable[[str], Awaitable[bool]] | None = None,
         xff_num_trusted_hops: int = 0,
         decision_logger: DecisionLogger | None = None,
+        payload_metadata: bool = False,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -69,7 +70,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._xff_hops = xff_num_trusted_hops
         self._decision_log = decision_logger or DecisionLogger()
         self._counts = metrics.checks
-        self._responses = Responses()
+        self._responses = Responses(payload_metadata=payload_metadata)
         self._peer_names = PeerNames()
         self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
         self._generation: Generation | None = None  # what the memo and the snapshot are of

@@ -32,13 +32,14 @@ def check_request(path: str, headers: dict[str, str]) -> external_auth_pb2.Check
 
 
 @asynccontextmanager
-async def running(config: Path) -> AsyncIterator[Service]:
+async def running(config: Path, payload_metadata: bool = False) -> AsyncIterator[Service]:
     service = Service(
         Settings(
             config_paths=(str(config),),
             grpc_addr="127.0.0.1:0",
             http_addr="127.0.0.1:0",
             workload=Workload("istio-system", parse_labels("app=istio-ingressgateway")),
+            payload_metadata=payload_metadata,
         )
     )
     await service.start()
@@ -193,9 +194,10 @@ def test_remote_ip_from_xff(xff: str | None, hops: int, remote: str) -> None:
 
 
 def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None:
+    """With --payload-metadata (off by default: see the next test)."""
     from extauthz.server.envoy_api import Responses
 
-    to_response = Responses().get
+    to_response = Responses(payload_metadata=True).get
 
     async def scenario() -> None:
         async with running(SAMPLES / "gateway-policies.yaml") as service:
@@ -232,5 +234,28 @@ def test_dynamic_metadata_carries_the_verified_payload_and_explanation() -> None
             assert fields["policy"].string_value == "istio-system/test-exclude"
             assert "notRequestPrincipals" in fields["detail"].string_value
             assert "jwt_payload" not in fields
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("payload_metadata", [False, True])
+def test_payload_metadata_only_when_asked(payload_metadata: bool) -> None:
+    """Over gRPC, as Envoy gets it: the explanation always, the verified payload only with
+    --payload-metadata (Settings.payload_metadata)."""
+
+    async def scenario() -> None:
+        async with (
+            running(SAMPLES / "gateway-policies.yaml", payload_metadata) as service,
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel,
+        ):
+            check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
+            request = check_request("/api/v1/products/0", {"authorization": f"Bearer {DEMO}"})
+            for _ in range(2):  # decided, then remembered
+                fields = (await check(request)).dynamic_metadata.fields
+                assert fields["decision"].string_value == "allow"
+                assert ("jwt_payload" in fields) is payload_metadata
+                if payload_metadata:
+                    issuer = fields["jwt_payload"].struct_value.fields["testing@secure.istio.io"]
+                    assert issuer.struct_value.fields["foo"].string_value == "bar"
 
     run(scenario)
