@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit integration e2e reliability conformance drain clean tools compose-test
+.PHONY: demo test lint unit integration e2e reliability conformance drain clean tools compose-test pictures
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,9 @@ drain: $(BIN)/.installed
 	for run in 1 2 3 4 5; do EXTAUTHZ_DRAIN_TEST=1 $(BIN)/pytest -q tests/e2e/test_drain.py || exit 1; done
 
 # Debian tools some tests use: docker-compose (offline check of docker/docker-compose.yaml)
-# and promtool (from prometheus, to lint /metrics). Installed when missing and we are root.
-DEBIAN_TOOLS := docker-compose:docker-compose promtool:prometheus
+# promtool (from prometheus, to lint /metrics), wrk and h2load (the bench's smoke run). Installed
+# when missing and we are root.
+DEBIAN_TOOLS := docker-compose:docker-compose promtool:prometheus wrk:wrk h2load:nghttp2-client
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
@@ -70,6 +71,12 @@ tools:
 # can start" into a warning.
 compose-test: $(BIN)/.installed
 	PYTHON=$(BIN)/python docker/compose-test.sh
+
+# The README's dashboard picture: the rig, Debian's prometheus scraping it, traffic, reloads
+# and a JWKS outage, each panel drawn from its query (monitoring/render.py, about a minute).
+pictures: $(BIN)/.installed tools
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[pictures]'
+	$(BIN)/python -m monitoring.render monitoring/dashboard.png
 
 test: $(BIN)/.installed tools lint
 	$(BIN)/pytest -q

@@ -6,7 +6,8 @@ clusters change. So the configurations differ in exactly what they are meant to 
 
   no_auth(upstream=None)  (a) no auth filter, route answered by `direct_response` 200
   no_auth(upstream=N)     (a) no auth filter, routed to the upstream
-  native_jwt(...)         (b) jwt_authn + rbac, as Istio compiles the sample policies
+  native(...)             (b) Envoy's own filters for the same policy file, as
+                          `extauthz envoy-config --format filters` writes them (istiod's)
   ext_authz(...)          (c)/(d) the shipped gateway.yaml, unchanged but for addresses
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,9 @@ from extauthz.rig.envoy_config import localize
 from extauthz.rig.rig import REPO_ENVOY_DIR, find_binary
 
 GATEWAY = REPO_ENVOY_DIR / "gateway.yaml"
-SAMPLE_ISSUER = "testing@secure.istio.io"
-# Istio names jwt_authn providers after the rule index and puts every verified payload
-# under one metadata key (filters.EnvoyJwtFilterPayload in istio/istio).
-ISTIO_PROVIDER = "origins-0"
-ISTIO_PAYLOAD_KEY = "payload"
-JWT_AUTHN = "envoy.filters.http.jwt_authn"
-EXCLUDED_PATH = "/productpage"
+# The workload (d) serves and (b) is generated for: the sample gateway.
+WORKLOAD_NAMESPACE = "istio-system"
+WORKLOAD_LABELS = "app=istio-ingressgateway"
 
 
 def _hcm(config: dict[str, Any]) -> dict[str, Any]:
@@ -74,92 +72,28 @@ def no_auth(listener: int, admin: int, upstream: int | None) -> dict[str, Any]:
     return config
 
 
-def jwt_authn_filter(jwks: str, issuer: str = SAMPLE_ISSUER) -> dict[str, Any]:
-    """What Istio generates for one RequestAuthentication jwtRule with inline `jwks`:
-    the token is optional (requires_any{provider, allow_missing}), an invalid one is a 401,
-    the verified payload goes to the dynamic metadata for RBAC."""
-    return {
-        "name": JWT_AUTHN,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3"
-            ".JwtAuthentication",
-            "providers": {
-                ISTIO_PROVIDER: {
-                    "issuer": issuer,
-                    "local_jwks": {"inline_string": jwks},
-                    "forward": False,  # forwardOriginalToken defaults to false
-                    "payload_in_metadata": ISTIO_PAYLOAD_KEY,
-                }
-            },
-            "rules": [
-                {
-                    "match": {"prefix": "/"},
-                    "requires": {
-                        "requires_any": {
-                            "requirements": [
-                                {"provider_name": ISTIO_PROVIDER},
-                                {"allow_missing": {}},
-                            ]
-                        }
-                    },
-                }
-            ],
-            "bypass_cors_preflight": True,
-        },
-    }
+def envoy_config_filters(policies: Path) -> dict[str, Any]:
+    """`extauthz envoy-config --format filters` for the bench's workload: the filters and
+    clusters istiod would give Envoy for the same policy file (see conformance/)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "extauthz", "envoy-config", "--format", "filters",
+         "--config", str(policies), "--namespace", WORKLOAD_NAMESPACE,
+         "--labels", WORKLOAD_LABELS],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"extauthz envoy-config failed:\n{done.stderr[-2000:]}")
+    document: dict[str, Any] = yaml.safe_load(done.stdout)
+    return document
 
 
-def _claim_present(claim: str) -> dict[str, Any]:
-    # Istio's requestPrincipals "*" is `iss` and `sub` both matching the regex ".+" in the
-    # jwt_authn payload metadata (requestPrincipalGenerator in istio/istio). Istio still
-    # writes Principal.metadata, which Envoy 1.40 accepts with a deprecation warning
-    # (sourced_metadata replaces it); we keep Istio's shape.
-    return {
-        "metadata": {
-            "filter": JWT_AUTHN,
-            "path": [{"key": ISTIO_PAYLOAD_KEY}, {"key": claim}],
-            "value": {"string_match": {"safe_regex": {"regex": ".+"}}},
-        }
-    }
-
-
-def rbac_deny_filter() -> dict[str, Any]:
-    """AuthorizationPolicy test-exclude: DENY when notRequestPrincipals ["*"] and
-    notPaths ["/productpage"], in the shape Istio's RBAC generator produces."""
-    any_principal = {"and_ids": {"ids": [_claim_present("iss"), _claim_present("sub")]}}
-    excluded_path = {"url_path": {"path": {"exact": EXCLUDED_PATH}}}
-    return {
-        "name": "envoy.filters.http.rbac",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "rules": {
-                "action": "DENY",
-                "policies": {
-                    "ns[istio-system]-policy[test-exclude]-rule[0]": {
-                        "permissions": [
-                            {
-                                "and_rules": {
-                                    "rules": [
-                                        {"not_rule": {"or_rules": {"rules": [excluded_path]}}}
-                                    ]
-                                }
-                            }
-                        ],
-                        "principals": [
-                            {"and_ids": {"ids": [{"not_id": {"or_ids": {"ids": [any_principal]}}}]}}
-                        ],
-                    }
-                },
-            },
-        },
-    }
-
-
-def native_jwt(listener: int, admin: int, upstream: int, jwks: str) -> dict[str, Any]:
-    """(b): Envoy's own jwt_authn + rbac filters, equivalent to the sample policies."""
+def native(listener: int, admin: int, upstream: int, policies: Path) -> dict[str, Any]:
+    """(b): Envoy's own jwt_authn + rbac filters for the policy file (d) enforces."""
     config = localize(GATEWAY, listener, admin, {"upstream": upstream})
     _keep_clusters(config, {"upstream"})
-    _set_filters(config, [jwt_authn_filter(jwks), rbac_deny_filter()])
+    spliced = envoy_config_filters(policies)
+    _set_filters(config, spliced["http_filters"])
+    config["static_resources"]["clusters"].extend(spliced.get("clusters", []))
     return config
 
 

@@ -155,12 +155,12 @@ def ratios(
 def format_ratios(found: list[Ratio], labels: dict[str, str]) -> str:
     if not found:
         return "(no ratios: a configuration or scenario they need did not run)"
-    lines = [f"{'scenario':<14} {'ratio':<44} {'req/s':>7} {'p99':>7}"]
+    lines = [f"{'scenario':<16} {'ratio':<44} {'req/s':>7} {'p99':>7}"]
     for ratio in found:
         name = f"{labels[ratio.numerator]} / {labels[ratio.denominator]}"
         rate = "-" if ratio.rate is None else f"{ratio.rate:.2f}"
         p99 = "-" if ratio.p99 is None else f"{ratio.p99:.2f}"
-        lines.append(f"{ratio.scenario:<14} {name:<44} {rate:>7} {p99:>7}")
+        lines.append(f"{ratio.scenario:<16} {name:<44} {rate:>7} {p99:>7}")
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 # `python bench/run.py` puts bench/ first on sys.path; the modules live in package `bench`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import loadgen, report, scenarios
+from bench import loadgen, report, scenarios, tokens
 from bench.measure import measure_h2load, measure_wrk, warm_up
 from bench.report import Row
 from bench.scenarios import Material
@@ -31,14 +31,33 @@ from bench.tokens import demo_token
 CORES = os.cpu_count() or 1
 
 
-def configurations() -> list[Configuration]:
+LOG_MODES = ("none", "denials", "all")
+# What each extra decision-log configuration runs: an allow and a denial, both remembered.
+LOG_MODE_SCENARIOS = ("rs256-cached", "no-token")
+
+
+def configurations(log_modes: tuple[str, ...] = ()) -> list[Configuration]:
+    """(d) runs with serve's defaults; each of `log_modes` adds (d) with that --decision-log
+    for LOG_MODE_SCENARIOS."""
+    loop = extauthz_loop()
     return [
         Configuration("a-direct", "(a) Envoy, direct_response", "none", has_upstream=False),
         Configuration("a-upstream", "(a) Envoy -> upstream", "none"),
         Configuration("b-native", "(b) Envoy jwt_authn + rbac", "jwt_authn"),
         Configuration("c-asyncio", "(c) Envoy -> always-OK ext_authz", "always_ok", "asyncio"),
         Configuration("c-uvloop", "(c) Envoy -> always-OK ext_authz", "always_ok", "uvloop"),
-        Configuration("d", "(d) Envoy -> extauthz", "extauthz", extauthz_loop()),
+        Configuration("d", "(d) Envoy -> extauthz (defaults)", "extauthz", loop),
+        *(
+            Configuration(
+                f"d-log-{mode}",
+                f"(d) extauthz --decision-log {mode}",
+                "extauthz",
+                loop,
+                decision_log=mode,
+                only=LOG_MODE_SCENARIOS,
+            )
+            for mode in log_modes
+        ),
     ]
 
 
@@ -58,16 +77,17 @@ def run_configuration(
     warm_up_s: float,
     upstream: str,
     rows: list[Row],
-    decision_log: str = "none",
 ) -> None:
     """Measure every scenario of one configuration; rows are appended as they are made, so
     an interrupted run still reports what it finished."""
     chosen: tuple[scenarios.Scenario, ...] = material.scenarios
+    if configuration.only:
+        chosen = tuple(s for s in chosen if s.key in configuration.only)
     if configuration.authorizer == "none":
         # No auth: the token is ignored; send the cached one so the requests weigh the same.
         chosen = (scenarios.Scenario("no-auth", "no auth (token sent)", 200, token=demo_token()),)
     _progress(f"== {configuration.label} [{configuration.loop}]")
-    stack = Stack(configuration, workdir, material.jwks, material.policies, upstream, decision_log)
+    stack = Stack(configuration, workdir, material.jwks, material.policies, upstream)
     with stack:
         warm_up(stack, demo_token(), warm_up_s)
         for scenario in chosen:
@@ -99,10 +119,21 @@ def _parser() -> argparse.ArgumentParser:
         help="bench/upstream.py (default) or the rig's aiohttp productpage",
     )
     parser.add_argument(
-        "--decision-log",
-        choices=["none", "denials", "all"],
-        default="none",
-        help="extauthz's --decision-log for (d) (default none; serve's own default is all)",
+        "--log-modes",
+        default="",
+        metavar="MODE[,MODE]",
+        help="also run (d) with each of these --decision-log modes (none, denials, all) for "
+        "the cached token and no token; (d) itself runs with serve's defaults",
+    )
+    parser.add_argument(
+        "--configs", default="", metavar="KEY[,KEY]", help="only these configurations"
+    )
+    parser.add_argument("--scenarios", default="", metavar="KEY[,KEY]", help="only these scenarios")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=tokens.FRESH_POOL_SIZE,
+        help="tokens per fresh pool (default 20,000: twice extauthz's token cache)",
     )
     return parser
 
@@ -120,17 +151,17 @@ def measure_all(
     duration_s: float,
     warm_up_s: float,
     upstream: str,
-    decision_log: str = "none",
+    chosen: list[Configuration],
 ) -> Outcome:
     """Every configuration in turn. One that cannot start is reported and skipped; Ctrl-C
     or SIGTERM ends the run with what finished (processes are stopped on the way out)."""
     outcome = Outcome()
     try:
-        for configuration in configurations():
+        for configuration in chosen:
             try:
                 run_configuration(
                     configuration, material, workdir, duration_s, warm_up_s, upstream,
-                    outcome.rows, decision_log,
+                    outcome.rows,
                 )  # fmt: skip
             except (RuntimeError, OSError, ValueError) as exc:
                 outcome.failures[configuration.key] = f"{type(exc).__name__}: {exc}"
@@ -142,16 +173,19 @@ def measure_all(
 
 
 def print_report(
-    outcome: Outcome, duration_s: float, upstream: str, decision_log: str = "none"
+    outcome: Outcome, duration_s: float, upstream: str, chosen: list[Configuration]
 ) -> list[report.Ratio]:
-    labels = {c.key: f"{c.label.split()[0]} {c.loop}".replace(" -", "") for c in configurations()}
-    found = report.ratios(
-        outcome.rows, ("rs256-cached", "rs256-fresh"), "d", ("c-asyncio", "c-uvloop", "b-native")
-    )
+    labels = {c.key: f"{c.label.split()[0]} {c.loop}".replace(" -", "") for c in chosen}
+    labels.update({c.key: c.key for c in chosen if c.decision_log != "default"})
+    floors = ("c-asyncio", "c-uvloop", "b-native")
+    found = report.ratios(outcome.rows, scenarios.ALL_SCENARIOS, "d", floors)
+    for configuration in chosen:
+        if configuration.decision_log != "default":
+            found += report.ratios(outcome.rows, LOG_MODE_SCENARIOS, configuration.key, floors)
     print(
         f"\nwrk -t1 -c50 -d{duration_s:g}s through Envoy (--concurrency 1) to {scenarios.PATH}; "
         f"h2load -c 4 -m 50 straight to the authorizer; upstream: {upstream}; "
-        f"extauthz --decision-log {decision_log}"
+        "(d) is extauthz serve with its defaults"
     )
     print(
         "CPU%: Envoy / authorizer / upstream / load generator / everything else / idle,"
@@ -173,6 +207,16 @@ def print_report(
     return found
 
 
+def _listed(
+    parser: argparse.ArgumentParser, text: str, known: tuple[str, ...], flag: str
+) -> list[str]:
+    listed = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in listed if item not in known]
+    if unknown:
+        parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    return listed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -185,30 +229,37 @@ def main(argv: list[str] | None = None) -> int:
     duration_s = args.duration or (3.0 if args.quick else 10.0)
     warm_up_s = 1.0 if args.quick else 2.0
     keys = scenarios.QUICK_SCENARIOS if args.quick else scenarios.ALL_SCENARIOS
+    if args.scenarios:
+        keys = tuple(_listed(parser, args.scenarios, scenarios.ALL_SCENARIOS, "--scenarios"))
+    log_modes = tuple(_listed(parser, args.log_modes, LOG_MODES, "--log-modes"))
+    chosen = configurations(log_modes)
+    if args.configs:
+        known = [c.key for c in chosen]
+        wanted = _listed(parser, args.configs, tuple(known), "--configs")
+        chosen = [c for c in chosen if c.key in wanted]
     loadgen.ensure_tools()
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-bench-"))
     machine = report.machine_info()
     print(report.format_machine(machine), flush=True)
     _progress(f"work directory (configs, logs, JSON): {workdir}\nminting tokens ...")
     try:
-        material = scenarios.prepare(workdir, keys)
+        material = scenarios.prepare(workdir, keys, args.pool_size)
     except KeyboardInterrupt:
         _progress("interrupted while minting tokens; nothing was started")
         return 130
     try:
-        outcome = measure_all(
-            material, workdir, duration_s, warm_up_s, args.upstream, args.decision_log
-        )
+        outcome = measure_all(material, workdir, duration_s, warm_up_s, args.upstream, chosen)
     finally:
         for pool in material.pool_files:
             pool.unlink(missing_ok=True)
-    found = print_report(outcome, duration_s, args.upstream, args.decision_log)
+    found = print_report(outcome, duration_s, args.upstream, chosen)
     settings = {
         "duration_s": duration_s,
         "warm_up_s": warm_up_s,
         "quick": args.quick,
         "upstream": args.upstream,
-        "decision_log": args.decision_log,
+        "log_modes": list(log_modes),
+        "configurations": [c.key for c in chosen],
         "scenarios": list(keys),
         "workdir": str(workdir),
         "interrupted": outcome.interrupted,

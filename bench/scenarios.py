@@ -54,6 +54,8 @@ ALL_SCENARIOS = (
     "es256-fresh",
     "no-token",
     "invalid-token",
+    "malformed-fresh",
+    "badsig-fresh",
 )
 QUICK_SCENARIOS = ("rs256-cached", "rs256-fresh", "no-token")
 
@@ -70,10 +72,22 @@ def prepare(
     es256_token = es256.mint(tokens.claims(-1, now))
     pools = {}
     for name, key in (("rs256", rs256), ("es256", es256)):
-        if f"{name}-fresh" not in keys:
+        wanted = f"{name}-fresh" in keys or (name == "rs256" and "badsig-fresh" in keys)
+        if not wanted:
             continue
         minted = tokens.mint_pool(key, pool_size + 1, now)
         pools[name] = (tokens.write_pool(minted[:-1], workdir / f"{name}-pool.txt"), minted[-1])
+    flood = {}
+    if "badsig-fresh" in keys:
+        # Well-formed, unique, each with one signature character changed: a 401 that costs
+        # a signature check every time (no cache can know it).
+        bad = [tampered(token) for token in pools["rs256"][0].read_text().split()]
+        pool = tokens.write_pool(bad, workdir / "badsig-pool.txt")
+        flood["badsig"] = (pool, tampered(pools["rs256"][1]))
+    if "malformed-fresh" in keys:
+        junk = tokens.malformed_pool(pool_size + 1)
+        pool = tokens.write_pool(junk[:-1], workdir / "malformed-pool.txt")
+        flood["malformed"] = (pool, junk[-1])
     made = {
         "rs256-cached": Scenario("rs256-cached", "RS256, same token", 200, token=demo),
         "es256-cached": Scenario("es256-cached", "ES256, same token", 200, token=es256_token),
@@ -84,9 +98,14 @@ def prepare(
         made[f"{name}-fresh"] = Scenario(
             f"{name}-fresh", f"{name.upper()}, fresh token", 200, token_file=pool, probe_token=probe
         )
+    labels = {"badsig": "bad signature, each new", "malformed": "malformed, each new"}
+    for name, (pool, probe) in flood.items():
+        made[f"{name}-fresh"] = Scenario(
+            f"{name}-fresh", labels[name], 401, token_file=pool, probe_token=probe
+        )
     return Material(
         jwks=jwks,
         policies=policies,
         scenarios=tuple(made[key] for key in keys),
-        pool_files=tuple(pool for pool, _ in pools.values()),
+        pool_files=tuple(pool for pool, _ in (*pools.values(), *flood.values())),
     )

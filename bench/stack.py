@@ -28,6 +28,8 @@ class Configuration:
     authorizer: str  # none | jwt_authn | always_ok | extauthz
     loop: str = "-"  # the authorizer's event loop
     has_upstream: bool = True
+    decision_log: str = "default"  # extauthz's --decision-log ("default": serve's own)
+    only: tuple[str, ...] = ()  # the scenarios it runs (all when empty)
 
     @property
     def enforces_policy(self) -> bool:
@@ -87,9 +89,8 @@ class Stack(ProcessGroup):
         jwks: str,
         policies: Path,
         upstream: str = "fast",  # fast (bench/upstream.py) | productpage (the rig's)
-        decision_log: str = "none",  # extauthz's --decision-log
     ) -> None:
-        self.decision_log = decision_log
+        self.decision_log = configuration.decision_log
         self.configuration = configuration
         self.workdir = workdir
         self.jwks = jwks
@@ -141,8 +142,10 @@ class Stack(ProcessGroup):
                 sys.executable, "-m", "extauthz", "serve", "--config", str(self.policies),
                 "--namespace", "istio-system", "--labels", "app=istio-ingressgateway",
                 "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
-                "--http-addr", f"127.0.0.1:{self.http_port}", "--decision-log", self.decision_log,
+                "--http-addr", f"127.0.0.1:{self.http_port}",
             ]  # fmt: skip
+            if self.decision_log != "default":  # default: serve's own (no flag at all)
+                argv += ["--decision-log", self.decision_log]
             process = self._add("authorizer", argv)
             process.start()
             process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"))
@@ -153,7 +156,7 @@ class Stack(ProcessGroup):
         if config.authorizer == "none":
             return configs.no_auth(self.listener, self.admin, upstream)
         if config.authorizer == "jwt_authn":
-            return configs.native_jwt(self.listener, self.admin, self.upstream_port, self.jwks)
+            return configs.native(self.listener, self.admin, self.upstream_port, self.policies)
         return configs.ext_authz(self.listener, self.admin, self.grpc_port, self.upstream_port)
 
     def _start_envoy(self) -> None:

@@ -7,6 +7,7 @@ both public keys, so the same Envoy/extauthz serves the RS256 and the ES256 scen
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass
@@ -71,6 +72,23 @@ def claims(index: int, now: int, lifetime: int = 24 * 3600) -> dict[str, Any]:
 def mint_pool(key: SigningKey, count: int, now: int | None = None) -> list[str]:
     now = int(time.time()) if now is None else now
     return [key.mint(claims(i, now)) for i in range(count)]
+
+
+def malformed_pool(count: int) -> list[str]:
+    """Unique junk a client could send as tokens, in turn: bad base64, a header that is not
+    JSON, a payload that is not JSON, two sections instead of three. Each is a 401."""
+
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    header = b64('{"alg":"RS256","typ":"JWT"}')
+    makers = (
+        lambda i: f"!!{i}!!.{b64('{}')}.c2ln",
+        lambda i: f"{b64(f'not json {i}')}.{b64('{}')}.c2ln",
+        lambda i: f"{header}.{b64(f'{{oops {i}')}.c2ln",
+        lambda i: f"{header}.{b64(json.dumps({'n': i}))}",
+    )
+    return [makers[i % len(makers)](i) for i in range(count)]
 
 
 def write_pool(tokens: list[str], path: Path) -> Path:

@@ -4,26 +4,30 @@ in-process parts (parsers, body framing, tokens, tables): tests/unit/test_bench.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import configs, tokens
-from extauthz.rig.rig import find_binary
+from extauthz.rig.rig import SAMPLES, find_binary
 
 
 # -- Envoy accepts what the builders produce ----------------------------------------------------
-def _jwks() -> str:
-    return tokens.jwks_json([tokens.sample_rs256_key(), tokens.new_es256_key()])
+def _policies() -> Path:
+    jwks = tokens.jwks_json([tokens.sample_rs256_key(), tokens.new_es256_key()])
+    directory = Path(tempfile.mkdtemp(prefix="bench-policies-"))
+    return tokens.write_gateway_policies(jwks, directory / "gateway-policies.yaml")
 
 
 BUILT: dict[str, Any] = {
     "a-direct": lambda: configs.no_auth(10000, 10001, None),
     "a-upstream": lambda: configs.no_auth(10000, 10001, 10002),
-    "b-native": lambda: configs.native_jwt(10000, 10001, 10002, _jwks()),
+    "b-native": lambda: configs.native(10000, 10001, 10002, _policies()),
     "c-and-d": lambda: configs.ext_authz(10000, 10001, 10003, 10002),
 }
 
@@ -37,12 +41,37 @@ def test_envoy_validates_built_config(name: str, tmp_path: Path) -> None:
 
 
 def test_validate_reports_a_broken_config(tmp_path: Path) -> None:
-    config = configs.native_jwt(1, 2, 3, _jwks())
+    config = configs.native(1, 2, 3, _policies())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     hcm["typed_config"]["http_filters"][1]["typed_config"]["rules"]["action"] = "MAYBE"
     complaint = configs.validate(configs.write_config(config, tmp_path / "broken.yaml"))
     assert complaint is not None and "MAYBE" in complaint
     assert configs.validate(configs.write_config(BUILT["b-native"](), tmp_path / "ok.yaml")) is None
+
+
+def test_native_config_is_what_envoy_config_writes_for_the_same_policies(tmp_path: Path) -> None:
+    """(b) is `extauthz envoy-config` for the policy file (d) serves, spliced into the
+    gateway: Istio's provider, payload metadata and requirement tree, the DENY policy."""
+    policies = tokens.write_gateway_policies(
+        (SAMPLES / "jwks.json").read_text(), tmp_path / "policies.yaml"
+    )
+    config = configs.native(1, 2, 3, policies)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters = hcm["typed_config"]["http_filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.router",
+    ]
+    assert filters[:2] == configs.envoy_config_filters(policies)["http_filters"]
+    [provider] = filters[0]["typed_config"]["providers"].values()
+    assert provider["issuer"] == "testing@secure.istio.io"
+    assert provider["payload_in_metadata"] == "payload"
+    requirements = filters[0]["typed_config"]["rules"][0]["requires"]["requires_any"]
+    assert {"allow_missing": {}} in requirements["requirements"]
+    assert filters[1]["typed_config"]["rules"]["action"] == "DENY"
+    assert [c["name"] for c in config["static_resources"]["clusters"]] == ["upstream"]
+    assert hcm["typed_config"]["normalize_path"] is True  # the gateway's settings are kept
 
 
 def test_authn_cost_prints_every_stage() -> None:
@@ -59,3 +88,31 @@ def test_authn_cost_prints_every_stage() -> None:
                      "fresh token: decide (signature verified)"):  # fmt: skip
             row = next(line for line in out.splitlines() if line.startswith(f"{alg} {case}"))
             assert float(row.split()[-1]) > 0
+
+
+def test_run_smoke(tmp_path: Path) -> None:
+    """bench/run.py end to end, as small as it goes: (b) from envoy-config and (d) with
+    serve's defaults, a remembered token and a flood of new malformed ones, 1 s each. Every
+    row must be marked ok (the expected answers, no errors); the numbers are not looked at."""
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--configs", "b-native,d", "--scenarios",
+         "rs256-cached,malformed-fresh", "--duration", "1", "--pool-size", "200",
+         "--json", str(results)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(results.read_text())
+    rows = {(row["config"], row["scenario"]): row for row in report["rows"]}
+    assert set(rows) >= {
+        ("b-native", "rs256-cached"),
+        ("b-native", "malformed-fresh"),
+        ("d", "rs256-cached"),
+        ("d", "malformed-fresh"),
+    }
+    assert all(row["is_as_expected"] for row in rows.values()), done.stdout
+    assert rows[("d", "malformed-fresh")]["probe"] == "401"
+    assert {(r["scenario"], r["denominator"]) for r in report["ratios"]} >= {
+        ("rs256-cached", "b-native"),
+        ("malformed-fresh", "b-native"),
+    }

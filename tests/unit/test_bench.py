@@ -321,21 +321,6 @@ def test_ratios_divide_extauthz_by_the_others() -> None:
 
 
 # -- the builders' configs ----------------------------------------------------------------------
-def test_native_config_is_the_sample_scenario() -> None:
-    config = configs.native_jwt(1, 2, 3, (SAMPLES / "jwks.json").read_text())
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
-    assert names == [configs.JWT_AUTHN, "envoy.filters.http.rbac", "envoy.filters.http.router"]
-    jwt_authn = hcm["typed_config"]["http_filters"][0]["typed_config"]
-    [provider] = jwt_authn["providers"].values()
-    assert provider["issuer"] == "testing@secure.istio.io"
-    assert provider["payload_in_metadata"] == configs.ISTIO_PAYLOAD_KEY
-    requirements = jwt_authn["rules"][0]["requires"]["requires_any"]["requirements"]
-    assert {"allow_missing": {}} in requirements
-    assert [c["name"] for c in config["static_resources"]["clusters"]] == ["upstream"]
-    assert hcm["typed_config"]["normalize_path"] is True  # the gateway's settings are kept
-
-
 def test_direct_config_has_no_cluster() -> None:
     config = configs.no_auth(1, 2, None)
     assert config["static_resources"]["clusters"] == []
