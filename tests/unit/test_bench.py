@@ -15,7 +15,6 @@ from envoy.service.auth.v3 import external_auth_pb2
 from bench import check_body, configs, loadgen, report, tokens, upstream
 from extauthz.authn.keys import parse_jwks
 from extauthz.config.parse import parse_documents
-from extauthz.rig.rig import SAMPLES
 
 # b-native, no token: every answer is RBAC's 403.
 WRK_DENIED = """\
