@@ -1,8 +1,11 @@
 """Memory under a long run of fresh tokens: does extauthz's RSS stay flat once its caches
 are full? Envoy -> extauthz (configuration (d) of run.py), wrk sending the next token of a
-pool of 20,000 (twice the verified-token cache) on every request.
+pool of 20,000 (twice the verified-token cache) on every request, and the policy file
+rewritten every 30 s, so a new configuration generation is loaded and the old one (with
+its remembered answers) must be let go.
 
-    .venv/bin/python bench/soak.py [--minutes 5] [--interval 10] [--warm-up 30]
+    .venv/bin/python bench/soak.py [--minutes 10] [--interval 10] [--warm-up 30]
+                                   [--reload-every 30]
 
 Prints one line per sample (time, RSS, change since the first sample after warm-up, Checks
 answered) and a summary. A benchmark, not a test: it prints, it does not assert.
@@ -11,10 +14,12 @@ answered) and a summary. A benchmark, not a test: it prints, it does not assert.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,9 +44,12 @@ def change_percent(first: int, now: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=5.0, help="measured time (default 5)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="measured time (default 10)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--warm-up", type=float, default=30.0, help="seconds before measuring")
+    parser.add_argument(
+        "--reload-every", type=float, default=30.0, help="seconds between policy rewrites (0: none)"
+    )
     args = parser.parse_args(argv)
     loadgen.ensure_tools()
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-soak-"))
@@ -65,14 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         samples = [first]
         print(f"{'s':>6} {'RSS MB':>8} {'change':>8} {'Checks':>10}", flush=True)
         print(f"{0:>6.0f} {first / 1e6:>8.1f} {0:>+7.1f}% {0:>10,}", flush=True)
+        policy_text = material.policies.read_text()
+        reloads, next_reload = 0, time.monotonic() + args.reload_every
         while time.monotonic() - started < total_s:
             time.sleep(min(args.interval, max(0.0, total_s - (time.monotonic() - started))))
+            if args.reload_every > 0 and time.monotonic() >= next_reload:
+                reloads += 1  # a changed file is a new generation (serve watches it)
+                material.policies.write_text(f"{policy_text}\n# soak reload {reloads}\n")
+                next_reload += args.reload_every
             now = rss_bytes(pid)
             samples.append(now)
             elapsed = time.monotonic() - started - args.warm_up
             checks = _checks(stack) - checks_before
             line = f"{elapsed:>6.0f} {now / 1e6:>8.1f} {change_percent(first, now):>+7.1f}%"
-            print(f"{line} {checks:>10,}", flush=True)
+            print(f"{line} {checks:>10,} generation {_generation(stack)}", flush=True)
         wrk.terminate()
         wrk.wait(30)
         end, highest = samples[-1], max(samples)
@@ -80,9 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS after warm-up {first / 1e6:.1f} MB, at the end {end / 1e6:.1f} MB "
             f"({change_percent(first, end):+.1f} %), highest {highest / 1e6:.1f} MB "
             f"({change_percent(first, highest):+.1f} %), over {_checks(stack) - checks_before:,} "
-            "Checks with a fresh RS256 token each"
+            f"Checks with a fresh RS256 token each, {reloads} policy rewrites (generation "
+            f"{_generation(stack)} at the end)"
         )
     return 0
+
+
+def _generation(stack: Stack) -> int:
+    """The configuration generation extauthz serves (its /readyz)."""
+    url = f"http://127.0.0.1:{stack.http_port}/readyz"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(json.load(response)["generation"])
 
 
 def _checks(stack: Stack) -> int:
