@@ -22,7 +22,7 @@ from typing import Any
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticator import CLOCK_SKEW_SECONDS, Authenticator, Checked
-from extauthz.authn.cache import TokenCache
+from extauthz.authn.cache import MalformedKey, TokenCache
 from extauthz.authn.claims import normalized_payload
 from extauthz.authn.extract import FoundToken, extract_tokens
 from extauthz.authn.jwt import Jwt, parse_jwt
@@ -78,6 +78,12 @@ def authenticate(
     # what patches them here (tests counting parses and verifications) sees every call.
     verify = _verify_refusing_crit if providers.refuse_crit else verify_signature
     authenticator = Authenticator(remote_keys, now, cache, parse_jwt, verify)
+    malformed = _malformed_key(tokens, authenticator) if cache is not None else None
+    if malformed is not None:
+        assert cache is not None
+        known = cache.malformed.get((id(providers), malformed))
+        if known is not None and known[0] is providers:
+            return known[1]
     # The tree walks the providers as Envoy does; each check it makes is recorded, in order.
     plist = providers.providers
     walk: Walk[FoundToken, Checked] = Walk(
@@ -89,7 +95,12 @@ def authenticate(
     verdict = providers.verifier.verify(walk)
     every = walk.checked
     if not verdict.is_ok:
-        return _rejected(verdict, every)
+        rejected = _rejected(verdict, every)
+        if malformed is not None:
+            assert cache is not None
+            count = sum(len(row) for row in malformed)
+            cache.malformed.put((id(providers), malformed), (providers, rejected), count)
+        return rejected
     validity = None
     if cache is not None and not any(c.status in _MAY_CHANGE for c in every):
         validity = Validity(
@@ -99,6 +110,27 @@ def authenticate(
     if cache is not None and validity is not None:
         cache.outcomes.put(providers, tokens_key, result)
     return result
+
+
+def _malformed_key(
+    tokens: list[list[FoundToken]], authenticator: Authenticator
+) -> MalformedKey | None:
+    """Where each token was found and why it does not parse, when none of them parses.
+
+    Such a token fails every rule's check with that status (parsing comes first and does
+    not depend on the rule), nothing is taken out of the request, and the rejection names no
+    issuer, subject or key. So the walk's outcome is a function of these pairs: a client
+    sending new junk on every request is answered from the first such rejection."""
+    rows = []
+    for row in tokens:
+        pairs = []
+        for found in row:
+            status = authenticator.parse_failure(found.token)
+            if status is None:
+                return None
+            pairs.append((found.location, status))
+        rows.append(tuple(pairs))
+    return tuple(rows)
 
 
 # Failures that a later moment (or fetched keys) could turn into another outcome.

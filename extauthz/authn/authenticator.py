@@ -92,6 +92,15 @@ class Authenticator:
             status = self._key_status(token, parsed, provider, seen, rejected)
         return Checked(found, provider, status, parsed)
 
+    def parse_failure(self, token: str) -> JwtStatus | None:
+        """Why `token` cannot be parsed (the status every rule's check of it gives), or None
+        when it parses (or was parsed before: it is in the caches)."""
+        cache = self._cache
+        if cache is not None and (cache.lookup(token) or cache.rejected(token)):
+            return None
+        parsed = self._parse_once(token)
+        return parsed if isinstance(parsed, JwtStatus) else None
+
     def _parse_once(self, token: str) -> Jwt | JwtStatus:
         parsed = self._parsed.get(token)
         if parsed is None:

@@ -8,9 +8,12 @@ tampered token costs a lookup too, not an RSA or ECDSA verification each time.
 
 from __future__ import annotations
 
+from extauthz.authn.extract import Location
 from extauthz.authn.jwt import Jwt, header_cache
 from extauthz.authn.keys import KeySet
 from extauthz.authn.outcomes import AcceptedOutcomes
+from extauthz.authn.providers import ProviderSet
+from extauthz.authn.result import AuthnResult
 from extauthz.authn.status import JwtStatus
 from extauthz.bounded import BoundedCache
 
@@ -21,6 +24,12 @@ MAX_REJECTED_TOKEN_CHARS = 8192
 # holds at most DEFAULT_CACHE_SIZE x 16 KiB of tokens, however large the tokens an IdP signs
 # (and a token may be up to 64 KiB).
 MAX_CACHED_TOKEN_CHARS = 16_384
+# Remembered rejections of unparsable tokens: few shapes of requests (a few locations, a
+# few dozen statuses), so few entries, each for at most 16 tokens in one request.
+MAX_MALFORMED = 256
+MAX_MALFORMED_TOKENS = 16
+# Per provider: where each token was found and why it does not parse.
+MalformedKey = tuple[tuple[tuple[Location, JwtStatus], ...], ...]
 
 
 class TokenCache:
@@ -38,6 +47,12 @@ class TokenCache:
         self.outcomes = AcceptedOutcomes(max_entries)
         # Parsed JWT headers (an issuer uses a few): a new token skips parsing its header.
         self.headers = header_cache()
+        # Rejections of tokens that do not even parse (see authenticate.py): such a token
+        # fails the same way for every rule, so the outcome depends on where tokens were
+        # found and why each failed, not on the junk itself. Keyed by the ProviderSet's id
+        # and the (where, why) of every token; the entry keeps its ProviderSet to check it.
+        self.malformed: BoundedCache[tuple[int, MalformedKey], tuple[ProviderSet, AuthnResult]]
+        self.malformed = BoundedCache(MAX_MALFORMED, max_entry_cost=MAX_MALFORMED_TOKENS)
 
     def get(self, token: str, keys: KeySet) -> Jwt | None:
         entry = self.lookup(token)

@@ -212,7 +212,7 @@ class ResponseFacts(NamedTuple):
     payloads: _Payloads  # verified payloads, for the metadata (by identity)
 
 
-def response_facts(decision: Decision, payloads: bool = True) -> ResponseFacts:
+def response_facts(decision: Decision, payloads: bool = False) -> ResponseFacts:
     """The facts of a decision's response; without `payloads`, the verified payloads are
     left out of its metadata (converting each new token's payload to protobuf costs about
     a tenth of a new token's Check, for a copy only Envoy's access log could read)."""
@@ -318,9 +318,11 @@ class Responses:
 MAX_KEPT_DENIAL_CHARS = 2048
 
 
-def build_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+def build_response(
+    decision: Decision, payload_metadata: bool = False
+) -> external_auth_pb2.CheckResponse:
     """A new CheckResponse for a decision (Responses.get gives the one already built)."""
-    return _build(response_facts(decision))
+    return _build(response_facts(decision, payload_metadata))
 
 
 def _build(facts: ResponseFacts) -> external_auth_pb2.CheckResponse:

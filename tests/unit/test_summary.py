@@ -30,7 +30,7 @@ from extauthz.server.logs import DecisionLogger
 from extauthz.summary import DecisionSummary, summarize
 from tests.support.config import snapshot_from
 
-to_response = Responses().get  # one service's responses, remembered
+to_response = Responses(payload_metadata=True).get  # one service's, with --payload-metadata
 
 ALICE = AuthnResult(
     JwtStatus.Ok, principal="https://i.example/alice", issuer="https://i.example",
@@ -182,9 +182,9 @@ def test_each_fact_reaches_the_response_and_its_key(base: Decision, change: Chan
     """A fact that differs gives another key and another response; so no fact is missing
     from the key, and none is carried without reaching the response."""
     other = change(base)
-    assert response_facts(other) != response_facts(base)
-    assert _wire(build_response(other)) != _wire(build_response(base))
-    assert _wire(to_response(other)) == _wire(build_response(other))
+    assert response_facts(other, True) != response_facts(base, True)
+    assert _wire(build_response(other, True)) != _wire(build_response(base, True))
+    assert _wire(to_response(other)) == _wire(build_response(other, True))
     assert to_response(other) is not to_response(base)
 
 
@@ -204,7 +204,7 @@ def test_payloads_are_compared_by_identity() -> None:
     more than building); the response built is the same."""
     copy = MappingProxyType({"https://i.example": {"sub": "alice"}})
     other = replace(ALLOWED, authn=replace(ALICE, payloads=copy))
-    assert response_facts(other) != response_facts(ALLOWED)
+    assert response_facts(other, True) != response_facts(ALLOWED, True)
     assert _wire(to_response(other)) == _wire(to_response(ALLOWED))
 
 
