@@ -14,8 +14,8 @@ demo: $(BIN)/.installed
 	$(BIN)/extauthz demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check extauthz tests bench
-	$(BIN)/ruff format --check extauthz tests bench
+	$(BIN)/ruff check extauthz tests bench monitoring
+	$(BIN)/ruff format --check extauthz tests bench monitoring
 	$(BIN)/mypy
 
 # In process: no other program is started.
