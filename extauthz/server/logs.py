@@ -21,7 +21,7 @@ from typing import Self, TextIO, TypeGuard, cast
 from extauthz.attributes import RequestAttributes
 from extauthz.bounded import BoundedCache
 from extauthz.decision import Decision
-from extauthz.summary import summarize
+from extauthz.summary import DecisionSummary, summarize
 
 decision_log = logging.getLogger("extauthz.decision")
 MODES = ("all", "denials", "none")
@@ -187,6 +187,9 @@ class DecisionLogger:
         self._fragments: BoundedCache[int, tuple[Decision, str]] = BoundedCache(
             _MAX_FRAGMENTS, max_entry_cost=_MAX_FRAGMENT_CHARS
         )
+        self._by_summary: BoundedCache[DecisionSummary, str] = BoundedCache(
+            _MAX_FRAGMENTS, max_entry_cost=2 * _MAX_QUOTED_KEY_CHARS
+        )
 
     @classmethod
     def of(cls, settings: DecisionLogSettings, writer: BackgroundWriter | None = None) -> Self:
@@ -230,20 +233,36 @@ class DecisionLogger:
     ) -> str:
         """The JSON line. What depends on the decision alone is encoded once per decision
         object (remembered answers bring back the same one), the request's part each time."""
-        found = self._fragments.get(id(decision))
-        if found is None or found[0] is not decision:
-            found = (decision, _dumps(self._decision_part(decision))[1:-1])
-            # Only decisions that come back (remembered answers) are worth keeping, and only
-            # fragments of the usual size: 401s and refusals are new objects every time and
-            # quote what the client sent, so keeping them would let clients fill memory.
-            if decision.authn.validity is not None:
-                self._fragments.put(id(decision), found, cost=len(found[1]))
         request_id, method, host, path, source_ip = map(_string, fields)
         return (
             f'{{"time":{when:.3f},"request_id":{request_id},"method":{method},"host":{host},'
-            f'"path":{path},"source_ip":{source_ip},{found[1]},'
+            f'"path":{path},"source_ip":{source_ip},{self._fragment(decision)},'
             f'"latency_us":{round(latency_seconds * 1e6)}}}'
         )
+
+    def _fragment(self, decision: Decision) -> str:
+        """The decision's part of the line, encoded once per remembered decision, and once per
+        summary for decisions made anew each time (a flood of new junk tokens is one 401)."""
+        found = self._fragments.get(id(decision))
+        if found is not None and found[0] is decision:
+            return found[1]
+        if decision.authn.validity is not None:  # a remembered answer: it comes back
+            text = _dumps(self._decision_part(decision))[1:-1]
+            self._fragments.put(id(decision), (decision, text), cost=len(text))
+            return text
+        # 401s and refusals are new objects every time, and may quote what the client sent:
+        # kept by their summary only when what they quote is short, so that no client can
+        # fill memory with its text (at most _MAX_FRAGMENTS x 2 x _MAX_QUOTED_KEY_CHARS).
+        summary = summarize(decision)
+        quoted = sum(map(len, (summary.reason, summary.detail, summary.issuer,
+                               summary.subject, summary.kid, summary.principal)))  # fmt: skip
+        if quoted > _MAX_QUOTED_KEY_CHARS or (self.claims and decision.authn.claims):
+            return _dumps(self._decision_part(decision))[1:-1]
+        kept = self._by_summary.get(summary)
+        if kept is None:
+            kept = _dumps(self._decision_part(decision))[1:-1]
+            self._by_summary.put(summary, kept, cost=len(kept) + quoted)
+        return kept
 
     def _decision_part(self, decision: Decision) -> dict[str, object]:
         summary = summarize(decision)
@@ -274,6 +293,7 @@ class DecisionLogger:
 _MAX_FRAGMENTS = 4096
 _MAX_FRAGMENT_CHARS = 4096  # so the fragments kept hold at most 16 MiB
 _MAX_TOKEN_FIELD_CHARS = 256
+_MAX_QUOTED_KEY_CHARS = 1024  # client text in a summary kept as a key
 _string: Callable[[str], str] = encode_basestring_ascii  # a JSON string, as json.dumps writes it
 
 

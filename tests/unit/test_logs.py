@@ -224,3 +224,21 @@ def test_a_filter_or_another_handler_gets_records_as_before() -> None:
     _write_through_background_writer(handler, 3)
     ids = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
     assert ids == ["req-0", "req-2"]
+
+
+def test_a_flood_of_new_401s_is_encoded_once_per_summary() -> None:
+    """Junk tokens make a new 401 decision each time; equal summaries share one encoded
+    part, and each line still says what its own decision said."""
+    logger = DecisionLogger("all")
+    fields = ("id", "GET", "h", "/x", "::1")
+    lines = []
+    for number in range(50):
+        _, decision = _decision("/x", f"j{number:03d}.junk.junk")
+        lines.append(json.loads(logger.line(1.0, fields, decision, 0.0)))  # type: ignore[arg-type]
+    assert len(logger._by_summary) == 1 and len(logger._fragments) == 0
+    assert {(line["status"], line["jwt_status"]) for line in lines} == {
+        (401, "JwtHeaderParseErrorBadJson")
+    }
+    _, other = _decision("/x", "only-one-part")
+    assert json.loads(logger.line(1.0, fields, other, 0.0))["jwt_status"] == "JwtBadFormat"  # type: ignore[arg-type]
+    assert len(logger._by_summary) == 2
