@@ -14,6 +14,8 @@
 #
 # Environment:
 #   COMPOSE_TEST_OPTIONAL=1     no engine can be started: warn and exit 0 instead of 1
+#   COMPOSE_TEST_IPV6=1         the network dual-stack (docker/ipv6.yaml on top); both Envoys
+#                               are first asked over IPv6 from the sleep container
 #   COMPOSE_TEST_STANDINS=0|1   force real images or stand-ins (default: stand-ins only
 #                               with the private engine)
 #   COMPOSE_TEST_STORAGE_DRIVER storage driver of the private engine (default: overlay2,
@@ -26,6 +28,10 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 compose_file=docker/docker-compose.yaml
+compose_files=(-f "$compose_file")
+if [[ "${COMPOSE_TEST_IPV6:-0}" == 1 ]]; then
+  compose_files+=(-f docker/ipv6.yaml)
+fi
 wheelhouse=docker/wheelhouse
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-extauthz-compose-test}"
 # Publish the two Envoys on free loopback ports: nothing here needs 8080/8000 on the host.
@@ -52,7 +58,7 @@ loud() {
 
 # -- cleanup: always, also on failure or Ctrl-C ---------------------------------------------
 
-compose() { docker-compose -f "$compose_file" "$@"; }
+compose() { docker-compose "${compose_files[@]}" "$@"; }
 
 # The state and the last log lines of every container that is not running (or not healthy);
 # after a wrong cell, when all run, of every container.
@@ -342,6 +348,26 @@ wait_for_health() {
   done
 }
 
+# With docker/ipv6.yaml: each Envoy answers a request that reaches it over IPv6 (curl -6
+# from the sleep container). Envoy has no healthcheck: ask until it answers, or 60 s.
+ask_over_ipv6() {
+  local url got deadline
+  for url in http://envoy:8080/productpage http://httpbin:8000/headers; do
+    deadline=$((SECONDS + 60))
+    while :; do
+      got="$(compose exec -T sleep curl --silent --max-time 10 -6 --output /dev/null \
+        --write-out '%{http_code} from %{remote_ip}' "$url" || true)"
+      [[ "$got" == "200 from "*:* ]] && break
+      if ((SECONDS >= deadline)); then
+        say "over IPv6: $url: '$got', expected 200 from an IPv6 address"
+        return 1
+      fi
+      sleep 1
+    done
+    say "over IPv6: $url: $got"
+  done
+}
+
 if docker info >/dev/null 2>&1; then
   say "using the Docker engine that 'docker info' finds"
 else
@@ -356,6 +382,9 @@ compose_is_up=1
 compose up -d --no-build
 say "waiting on the healthchecks"
 wait_for_health
+if [[ "${COMPOSE_TEST_IPV6:-0}" == 1 ]]; then
+  ask_over_ipv6
+fi
 say "running docker/run-matrix.sh"
 echo
 docker/run-matrix.sh

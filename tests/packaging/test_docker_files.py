@@ -40,6 +40,7 @@ from tests.support.deploy_files import (
 
 DOCKER_DIR = REPO / "docker"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yaml"
+IPV6_FILE = DOCKER_DIR / "ipv6.yaml"  # opt-in: the network dual-stack
 RUN_MATRIX = DOCKER_DIR / "run-matrix.sh"
 EXTAUTHZ_DOCKERFILE = "docker/Dockerfile"
 ENVOY_IMAGE = "envoyproxy/envoy:"
@@ -228,16 +229,30 @@ def _script_variable(name: str) -> str:
 # -- the compose file as a whole -------------------------------------------------------------
 
 
-def test_compose_file_passes_docker_compose_config() -> None:
+@pytest.mark.parametrize(
+    "files", [[COMPOSE_FILE], [COMPOSE_FILE, IPV6_FILE]], ids=["compose", "compose+ipv6"]
+)
+def test_compose_file_passes_docker_compose_config(files: list[Path]) -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         reason = "docker-compose is not installed (`make tools`, or apt-get install docker-compose)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    done = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config", "-q"],
+    options = [option for file in files for option in ("-f", str(file))]
+    done = subprocess.run([binary, *options, "config", "-q"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_ipv6_file_makes_only_the_network_dual_stack() -> None:
+    override = yaml.safe_load(IPV6_FILE.read_text())
+    assert list(override) == ["networks"], "ipv6.yaml changes nothing but the network"
+    network = override["networks"]["default"]
+    assert network["enable_ipv6"] is True
+    subnets = [ipaddress.ip_network(c["subnet"]) for c in network["ipam"]["config"]]
+    # A unique local subnet: private to the host, never routed, like Docker's IPv4 pools.
+    assert subnets and all(s.subnet_of(ipaddress.ip_network("fd00::/8")) for s in subnets)
 
 
 def test_compose_builds_extauthz_from_the_repository_root() -> None:

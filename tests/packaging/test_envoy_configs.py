@@ -1,4 +1,5 @@
-"""The shipped Envoy configs are valid for the Envoy we test with, and fail closed."""
+"""The shipped Envoy configs are valid for the Envoy we test with, fail closed, and take
+IPv4 and IPv6 clients (docker/README.md, IPv6, has the measurements behind the choice)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ def test_ext_authz_fails_closed_over_grpc(path: Path) -> None:
     assert ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"] == "extauthz"
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_listeners_take_ipv4_and_ipv6_clients(path: Path) -> None:
+    # "::" with ipv4_compat starts in a container whose IPv6 is switched off (Docker's default
+    # network) and serves IPv4 there; only a kernel without IPv6 refuses it.
+    for listener in yaml.safe_load(path.read_text())["static_resources"]["listeners"]:
+        socket_address = listener["address"]["socket_address"]
+        assert (socket_address["address"], socket_address.get("ipv4_compat")) == ("::", True)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_dns_clusters_prefer_ipv4(path: Path) -> None:
+    # On a dual-stack network a service name resolves to both families; Envoy's default
+    # (AUTO) takes IPv6 and an app bound to 0.0.0.0 refuses it: every request a 503.
+    for cluster in yaml.safe_load(path.read_text())["static_resources"]["clusters"]:
+        if cluster.get("type") in ("STRICT_DNS", "LOGICAL_DNS"):
+            assert cluster.get("dns_lookup_family") == "V4_PREFERRED", cluster["name"]
+
+
 def test_localize_rewrites_only_addresses(tmp_path: Path) -> None:
     source = REPO_ENVOY_DIR / "gateway.yaml"
     local = localize(source, 1111, 2222, {"extauthz": 3333, "upstream": 4444})
@@ -52,5 +71,8 @@ def test_localize_rewrites_only_addresses(tmp_path: Path) -> None:
         for e in g["lb_endpoints"]
     ]
     assert ports == [3333, 4444]
+    # The rig's listener is IPv4 loopback, without the shipped "::"'s ipv4_compat.
+    [listener] = local["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 1111}
     with pytest.raises(ValueError, match="no cluster named nope"):
         localize(source, 1, 2, {"nope": 3})
