@@ -100,6 +100,10 @@ class Rig(ProcessGroup):
             f"127.0.0.1:{grpc}",
             "--http-addr",
             f"127.0.0.1:{http}",
+            # The rig is where policies are tried out: every decision is explained, allows
+            # too (serve's default logs denials only).
+            "--decision-log",
+            "all",
             *self.extauthz_args,
         )
 

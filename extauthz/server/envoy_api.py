@@ -308,14 +308,25 @@ class Responses:
         found = self._entries.get(facts)
         if found is None:
             found = _build(facts)
-            cost = len(facts.body) + sum(len(v) for _, v in facts.response_headers)
-            self._entries.put(facts, found, cost if unauthenticated else 0)
+            self._entries.put(facts, found, _quoted_chars(facts) if unauthenticated else 0)
         return found
 
 
-# A kept 401's body and headers (the challenge quotes the URL a client chose): at most
-# 4,096 x 2 KiB of client text.
+# A kept 401's client text (the challenge quotes the URL, the summary the unverified token's
+# issuer, subject and kid): at most 4,096 x 2 KiB of it.
 MAX_KEPT_DENIAL_CHARS = 2048
+
+
+def _quoted_chars(facts: ResponseFacts) -> int:
+    """How much of a client's text the facts of a denial hold: its key and its response."""
+    summary = facts.summary
+    return (
+        sum(
+            map(len, (summary.reason, summary.detail, summary.issuer, summary.subject, summary.kid))
+        )
+        + sum(len(value) for _, value in facts.response_headers)
+        + len(facts.body)
+    )
 
 
 def build_response(

@@ -211,11 +211,7 @@ def decision_lines(
     deadline = time.monotonic() + timeout_s
     while True:
         log = (rig.workdir / "extauthz-gateway.log").read_text()
-        lines = [
-            json.loads(line.split(": ", 1)[1])
-            for line in log.splitlines()
-            if "extauthz.decision" in line
-        ]
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"time":')]
         found = [line for line in lines if wanted(line)]
         if found or time.monotonic() > deadline:
             return found

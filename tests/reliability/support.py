@@ -207,7 +207,7 @@ class ServeProcess(ProcessGroup):
         argv += [
             "--namespace", GATEWAY_NAMESPACE, "--labels", GATEWAY_LABELS,
             "--grpc-addr", self.grpc_target, "--http-addr", f"127.0.0.1:{self.http_port}",
-            "--watch-interval", "0",
+            "--watch-interval", "0", "--decision-log", "all",  # lines for allows too
         ]  # fmt: skip
         process = Process("extauthz", argv, self.workdir, cwd=self.cwd, drop_env_prefix="EXTAUTHZ_")
         self.processes = {"extauthz": process}
