@@ -77,6 +77,7 @@ compose-test: $(BIN)/.installed
 pictures: $(BIN)/.installed tools
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[pictures]'
 	$(BIN)/python -m monitoring.render monitoring/dashboard.png
+	$(BIN)/python bench/plot.py bench/results.json bench/results.png
 
 test: $(BIN)/.installed tools lint
 	$(BIN)/pytest -q

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2
 
-from bench import check_body, configs, loadgen, report, tokens, upstream
+from bench import check_body, configs, loadgen, plot, report, tokens, upstream
 from extauthz.authn.keys import parse_jwks
 from extauthz.config.parse import parse_documents
 
@@ -351,3 +351,17 @@ def test_soak_reads_rss_from_proc() -> None:
     assert 60 * 1024 * 1024 < grown < 80 * 1024 * 1024
     assert soak.change_percent(100, 110) == pytest.approx(10.0)
     del ballast
+
+
+def test_plot_draws_the_wrk_rows_of_known_configurations_grouped_by_scenario() -> None:
+    """bench/plot.py's choice of bars (the drawing itself needs matplotlib: make pictures)."""
+    rows = [
+        dataclasses.asdict(_row(config, scenario, 100.0, 0.01))
+        for scenario in ("rs256-cached", "malformed-fresh")
+        for config in ("d", "c-uvloop", "a-direct")
+    ]
+    rows.append({**rows[0], "tool": "h2load"})
+    chosen = plot.wrk_rows({"rows": rows})
+    assert {r["config"] for r in chosen} == {"d", "c-uvloop"}  # (a) is not drawn
+    assert all(r["tool"] == "wrk" for r in chosen)
+    assert plot.grouped(chosen) == (["rs256-cached", "malformed-fresh"], ["c-uvloop", "d"])
