@@ -93,10 +93,12 @@ def decision_key(
     http = attributes.request.http
     method, path, host = http.method, http.path, http.host
     headers: Mapping[str, Any] = http.headers
-    if not headers and http.header_map.headers:
-        headers = _header_lists(http.header_map.headers)
-    if method == "OPTIONS" or not method or not path or not host or not headers:
+    raw = http.header_map.headers if not headers else None
+    if method == "OPTIONS" or not method or not path or not host or not (headers or raw):
         return None
+    if raw:
+        # Only the entries of the headers the key reads (a few of a request's dozen).
+        headers = _header_lists(raw, inputs.headers)
     key = [scope, method, host, path]
     size = len(path) + len(host)
     for name in inputs.headers:
@@ -120,12 +122,17 @@ def decision_key(
     return tuple(key)
 
 
-def _header_lists(raw: Iterable[Any]) -> dict[str, tuple[str, ...]]:
-    """A raw header map's entries by lower-case name, values as sent (bytes decoded)."""
+def _header_lists(
+    raw: Iterable[Any], only: tuple[str, ...] | None = None
+) -> dict[str, tuple[str, ...]]:
+    """A raw header map's entries by lower-case name, values as sent (bytes decoded); with
+    `only`, just the entries of those (lower-case) names."""
     lists: dict[str, tuple[str, ...]] = {}
     for header in raw:
-        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
         key = header.key.lower()
+        if only is not None and key not in only:
+            continue
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
         lists[key] = (*lists.get(key, ()), value)
     return lists
 
