@@ -49,7 +49,10 @@ def draw(result: dict[str, Any], out: Path) -> None:
         raise SystemExit("no wrk rows to draw")
     scenarios, configs = grouped(rows)
     by_key = {(r["config"], r["scenario"]): r for r in rows}
-    labels = {r["config"]: r["config_label"] for r in rows}
+    labels = {
+        r["config"]: r["config_label"] + (f" [{r['loop']}]" if r["loop"] != "-" else "")
+        for r in rows
+    }
     figure, (rate_axis, p99_axis) = plt.subplots(2, 1, figsize=(14, 8), sharex=True)
     width = 0.8 / len(configs)
     for index, config in enumerate(configs):
