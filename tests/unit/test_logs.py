@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import time
@@ -164,18 +165,21 @@ def test_background_writer_writes_every_line_in_order_and_flushes_on_stop() -> N
     assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(500)]
 
 
+class CountingStream(io.StringIO):
+    """A stream that counts the writes it gets (a batch is one write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
 def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
     """A StreamHandler (what `serve` logs to) gets many lines per write, formatted by its
     own formatter, instead of one write and one flush per line."""
-    import io
-
-    class CountingStream(io.StringIO):
-        writes = 0
-
-        def write(self, text: str) -> int:
-            CountingStream.writes += 1
-            return super().write(text)
-
     stream = CountingStream()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -186,36 +190,25 @@ def test_background_writer_gives_a_plain_stream_whole_batches() -> None:
     assert [json.loads(line.split(": ", 1)[1])["request_id"] for line in lines] == [
         f"req-{n}" for n in range(300)
     ]
-    assert CountingStream.writes < 30
+    assert stream.writes < 30
 
 
 def test_line_handler_gets_bare_json_lines_in_whole_batches() -> None:
     """What `serve` installs: each line is the JSON object alone (no time, level or logger
     name in front), written in batches straight from the writer thread."""
-    import io
-
     from extauthz.server.logs import LineHandler
-
-    class CountingStream(io.StringIO):
-        writes = 0
-
-        def write(self, text: str) -> int:
-            CountingStream.writes += 1
-            return super().write(text)
 
     stream = CountingStream()
     _write_through_background_writer(LineHandler(stream), 300, interval_seconds=0.2)
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == [f"req-{n}" for n in range(300)]
     assert all(line.startswith('{"time":') and line.endswith("}") for line in lines)
-    assert CountingStream.writes < 30
+    assert stream.writes < 30
 
 
 def test_a_filter_or_another_handler_gets_records_as_before() -> None:
     """The fast path is taken only when every handler is a bare LineHandler: a filter on the
     handler still sees (and can drop) each record."""
-    import io
-
     from extauthz.server.logs import LineHandler
 
     stream = io.StringIO()
