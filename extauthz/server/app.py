@@ -30,6 +30,7 @@ from extauthz.config.parse import ConfigError
 from extauthz.config.watch import ConfigWatcher
 from extauthz.config.workload import Workload
 from extauthz.server.admin import build_admin_app
+from extauthz.server.collector import settle_after_start
 from extauthz.server.connections import (
     ConnectionLimits,
     GuardedSite,
@@ -316,13 +317,15 @@ class Service:
             self._log_writer.stop()
             self._log_writer = None
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(self, started: Callable[[], None] = lambda: None) -> None:
+        """Start, call `started`, serve until SIGTERM or SIGINT, then stop."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         await self.start()
+        started()
         await stop.wait()
         log.info("stopping")
         await self.stop()
@@ -340,4 +343,5 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    await Service(settings).run_until_signalled()
+    """The `serve` command's process: the service, with the collector schedule it wants."""
+    await Service(settings).run_until_signalled(started=settle_after_start)
