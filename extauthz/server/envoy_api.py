@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -23,28 +23,123 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
-def _headers(http: Any) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
+def _headers(
+    http: Any, read_first: Iterable[str] = ()
+) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
     """The request's headers joined as Envoy's matchers see them, and (from a raw header
     map, sent with `encode_raw_headers`) each header's entries one by one."""
     if http.headers or not http.header_map.headers:
         headers: Mapping[str, str] = http.headers  # a protobuf map: lookups, no copy
         return headers, _NO_LISTS
-    lists = _header_lists(http.header_map.headers)
-    joined = {key: ",".join(values) for key, values in lists.items()}
-    return MappingProxyType(joined), MappingProxyType(lists)
+    return RawHeaderMap(http.header_map.headers, read_first).views()
 
 
 _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+# Headers a decision not remembered reads whatever the policies: the request id (every
+# one), and what a 401's WWW-Authenticate URL is built from. Decoded with the memo key's
+# headers, each costs a remembered answer little (and nothing when absent); the rest of the
+# map is decoded only when something else is read.
+_READ_FIRST = ("x-request-id", "x-forwarded-proto", "x-envoy-original-path")
+
+
+class RawHeaderMap:
+    """A raw header map, decoded lazily. Envoy sends a dozen or more headers (a browser's
+    request twenty) and a decision usually reads a few: the token's, those its policies
+    name, the request id. One pass takes the entries of the names given up front and of
+    _READ_FIRST; the first read of any other name decodes the whole map. Every read answers
+    what a fully decoded map would (tests/unit/test_raw_headers.py checks that over
+    generated maps and names)."""
+
+    __slots__ = ("_complete", "_first", "_raw", "read")
+
+    def __init__(self, raw: Iterable[Any], read_first: Iterable[str] = ()) -> None:
+        self._raw = raw
+        self._first = frozenset((*read_first, *_READ_FIRST))
+        self.read = _header_lists(raw, self._first)  # every entry of those names
+        self._complete = False
+
+    def views(self) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
+        """The headers joined with "," (what Envoy's matchers see), and their entries."""
+        return _LazyJoined(self), _LazyLists(self)
+
+    def entries(self, name: str) -> tuple[str, ...] | None:
+        if self._complete or name in self._first:
+            return self.read.get(name)
+        return self.everything().get(name)
+
+    def everything(self) -> dict[str, tuple[str, ...]]:
+        if not self._complete:
+            self.read = _header_lists(self._raw)
+            self._complete = True
+        return self.read
+
+
+class _LazyLists(Mapping[str, tuple[str, ...]]):
+    __slots__ = ("_map",)
+
+    def __init__(self, raw: RawHeaderMap) -> None:
+        self._map = raw
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._map.entries(name)
+        return default if found is None else found
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        found = self._map.entries(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._map.entries(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map.everything())
+
+    def __len__(self) -> int:
+        return len(self._map.everything())
+
+
+class _LazyJoined(Mapping[str, str]):
+    """Each header's entries joined with "," (what Envoy's header matchers see)."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, raw: RawHeaderMap) -> None:
+        self._map = raw
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._map.entries(name)
+        return default if found is None else ",".join(found)
+
+    def __getitem__(self, name: str) -> str:
+        found = self._map.entries(name)
+        if found is None:
+            raise KeyError(name)
+        return ",".join(found)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._map.entries(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map.everything())
+
+    def __len__(self) -> int:
+        return len(self._map.everything())
 
 
 def to_attributes(
     request: external_auth_pb2.CheckRequest,
     xff_trusted_hops: int = 0,
     peer_names: PeerNames | None = None,
+    read_first: Iterable[str] = (),
 ) -> RequestAttributes:
+    """The request as decisions read it. From a raw header map, the entries of the headers
+    named in `read_first` (those the snapshot's decisions read) are decoded up front and
+    any other on first read: that changes what reading costs, never what is read."""
     attributes = request.attributes
     http = attributes.request.http
-    headers, header_lists = _headers(http)
+    headers, header_lists = _headers(http, read_first)
     path, query = split_path(http.path or headers.get(":path", "/"))
     source = attributes.source.address.socket_address
     destination = attributes.destination.address.socket_address
@@ -58,8 +153,11 @@ def to_attributes(
         scheme=http.scheme or "http",
         source_ip=source.address,
         source_port=source.port_value,
+        # x-forwarded-for counts only with trusted hops: not read (decoded) otherwise.
         remote_ip=trusted_client_ip(
-            headers.get("x-forwarded-for"), source.address, xff_trusted_hops
+            headers.get("x-forwarded-for") if xff_trusted_hops > 0 else None,
+            source.address,
+            xff_trusted_hops,
         ),
         destination_ip=destination.address,
         destination_port=destination.port_value,
@@ -123,7 +221,7 @@ def decision_key(
 
 
 def _header_lists(
-    raw: Iterable[Any], only: tuple[str, ...] | None = None
+    raw: Iterable[Any], only: Collection[str] | None = None
 ) -> dict[str, tuple[str, ...]]:
     """A raw header map's entries by lower-case name, values as sent (bytes decoded); with
     `only`, just the entries of those (lower-case) names."""

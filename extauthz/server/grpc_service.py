@@ -133,7 +133,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             key = decision_key(attributes, snapshot.inputs, id(snapshot))
             answer = self.memo.get(key, snapshot, now, self._keys.keys) if key else None
             if answer is None:
-                attrs = to_attributes(request, self._xff_hops, self._peer_names)
+                attrs = to_attributes(
+                    request, self._xff_hops, self._peer_names, snapshot.inputs.headers
+                )
                 answer = await self._decide(attrs, snapshot, now)
                 if key is not None:
                     self.memo.put(key, snapshot, answer.decision, answer)
