@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
@@ -35,6 +35,7 @@ def _headers(
 
 
 _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+V = TypeVar("V")
 # Headers a decision not remembered reads whatever the policies: the request id (every
 # one), and what a 401's WWW-Authenticate URL is built from. Decoded with the memo key's
 # headers, each costs a remembered answer little (and nothing when absent); the rest of the
@@ -74,21 +75,26 @@ class RawHeaderMap:
         return self.read
 
 
-class _LazyLists(Mapping[str, tuple[str, ...]]):
+class _LazyView(Mapping[str, V]):
+    """A read-only view of a RawHeaderMap: each name's entries, as `_value` shows them."""
+
     __slots__ = ("_map",)
 
     def __init__(self, raw: RawHeaderMap) -> None:
         self._map = raw
 
+    def _value(self, entries: tuple[str, ...]) -> V:
+        raise NotImplementedError
+
     def get(self, name: str, default: Any = None) -> Any:
         found = self._map.entries(name)
-        return default if found is None else found
+        return default if found is None else self._value(found)
 
-    def __getitem__(self, name: str) -> tuple[str, ...]:
+    def __getitem__(self, name: str) -> V:
         found = self._map.entries(name)
         if found is None:
             raise KeyError(name)
-        return found
+        return self._value(found)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._map.entries(name) is not None
@@ -100,32 +106,22 @@ class _LazyLists(Mapping[str, tuple[str, ...]]):
         return len(self._map.everything())
 
 
-class _LazyJoined(Mapping[str, str]):
+class _LazyLists(_LazyView[tuple[str, ...]]):
+    """Each header's entries one by one."""
+
+    __slots__ = ()
+
+    def _value(self, entries: tuple[str, ...]) -> tuple[str, ...]:
+        return entries
+
+
+class _LazyJoined(_LazyView[str]):
     """Each header's entries joined with "," (what Envoy's header matchers see)."""
 
-    __slots__ = ("_map",)
+    __slots__ = ()
 
-    def __init__(self, raw: RawHeaderMap) -> None:
-        self._map = raw
-
-    def get(self, name: str, default: Any = None) -> Any:
-        found = self._map.entries(name)
-        return default if found is None else ",".join(found)
-
-    def __getitem__(self, name: str) -> str:
-        found = self._map.entries(name)
-        if found is None:
-            raise KeyError(name)
-        return ",".join(found)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._map.entries(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map.everything())
-
-    def __len__(self) -> int:
-        return len(self._map.everything())
+    def _value(self, entries: tuple[str, ...]) -> str:
+        return ",".join(entries)
 
 
 def to_attributes(
