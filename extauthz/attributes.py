@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from urllib.parse import unquote
+
+from extauthz.records import record
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestAttributes:
     method: str = "GET"
     host: str = ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.authn.authenticate import authenticate
@@ -11,6 +10,7 @@ from extauthz.authn.cache import TokenCache
 from extauthz.authn.result import AuthnResult, KeyLookup
 from extauthz.authn.status import JwtStatus
 from extauthz.authz.evaluate import AuthzVerdict, evaluate
+from extauthz.records import record
 from extauthz.snapshot.compile import Snapshot
 
 # Envoy's RBAC filter, which Istio's AuthorizationPolicy compiles to, answers a denial so.
@@ -25,7 +25,7 @@ class Verdict(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     verdict: Verdict
     http_status: int

@@ -14,7 +14,6 @@ already parsed (several rules reading one header see the same token: it is parse
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from extauthz.authn.cache import TokenCache
 from extauthz.authn.extract import FoundToken
@@ -24,6 +23,7 @@ from extauthz.authn.providers import JwtProvider
 from extauthz.authn.result import KeyLookup
 from extauthz.authn.status import JwtStatus
 from extauthz.authn.verify import verify_signature
+from extauthz.records import record
 
 CLOCK_SKEW_SECONDS = 60
 
@@ -31,7 +31,7 @@ ParseJwt = Callable[[str, HeaderCache | None], Jwt | JwtStatus]
 VerifySignature = Callable[[Jwt, KeySet], JwtStatus]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Checked:
     """One token checked against one provider."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from extauthz.attributes import RequestAttributes
 from extauthz.config.resources import JWTRule
+from extauthz.records import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def rule_locations(rule: JWTRule) -> tuple[Location, ...]:
     return locations or DEFAULT_LOCATIONS
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FoundToken:
     token: str
     location: Location

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from extauthz.authn.status import JwtStatus
 from extauthz.bounded import BoundedCache
 from extauthz.protobuf_json import parse_struct
+from extauthz.records import record
 
 # Algorithms Envoy's jwt_verify implements (isImplemented in jwt.cc); anything else, `none`
 # included, is JwtHeaderNotImplementedAlg.
@@ -60,7 +60,7 @@ _TIME_CLAIMS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Jwt:
     token: str
     alg: str

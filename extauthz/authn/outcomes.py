@@ -11,19 +11,18 @@ missing keys (those failures can turn into something else as time passes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from extauthz.authn.extract import Location
 from extauthz.authn.keys import KeySet
 from extauthz.authn.providers import ProviderSet
 from extauthz.authn.result import AuthnResult, KeyLookup
 from extauthz.bounded import BoundedCache
+from extauthz.records import record
 
 MAX_TOKENS_CHARS = 16_384  # the tokens of one remembered outcome, together
 TokensKey = tuple[tuple[tuple[Location, str], ...], ...]  # per provider: (where, token) found
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Outcome:
     providers: ProviderSet
     result: AuthnResult  # its `validity` says how long it holds

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any
 
 from extauthz.authn.keys import KeySet
 from extauthz.authn.status import JwtStatus
+from extauthz.records import record
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 # The remote key set of a JWKS URI as it serves at `now` (None: never fetched, or stale).
 KeyLookup = Callable[[str, float], KeySet | None]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Validity:
     """How long an outcome stays the same for the same tokens at the same places: while `now`
     is inside every accepted token's nbf/exp window (skew included) and every remote key set
@@ -34,7 +35,7 @@ class Validity:
 ALWAYS = Validity()  # an outcome that reads no token: nothing time or keys can change
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthnResult:
     status: JwtStatus  # Ok for a verified token and for a request without any token
     principal: str = ""  # "<iss>/<sub>" of the verified token, Istio's request principal

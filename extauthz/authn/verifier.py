@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Never, Protocol, TypeVar
 
 from extauthz.authn.status import JwtStatus
+from extauthz.records import record
 
 
 class TokenOutcome(Protocol):
@@ -46,7 +47,7 @@ T_co = TypeVar("T_co", bound=TokenOutcome, covariant=True)
 F = TypeVar("F")  # a token found at a provider's locations
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict(Generic[T_co]):
     """A node's status, and the checked token it comes from (for the rejection's details)."""
 

@@ -11,6 +11,7 @@ from extauthz.authz.reads import Reads
 from extauthz.authz.rules import CompiledRule, compile_rule
 from extauthz.config.parse import ConfigError
 from extauthz.config.resources import AuthorizationPolicy
+from extauthz.records import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class CompiledPolicy:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PolicyMatch:
     policy: str
     action: str
@@ -44,7 +45,7 @@ class PolicyMatch:
         return f"{self.action} {self.policy} rules[{self.rule}]"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthzVerdict:
     is_allowed: bool
     reason: str

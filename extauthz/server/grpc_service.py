@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -17,6 +16,7 @@ from extauthz.bounded import BoundedCache
 from extauthz.config.workload import Workload, parse_labels
 from extauthz.decision import Decision, decide, internal_error, refused
 from extauthz.decision_memo import DecisionMemo
+from extauthz.records import record
 from extauthz.server.envoy_api import (
     Responses,
     build_response,
@@ -182,7 +182,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Answer:
     """A decision with everything recording it needs, worked out once: remembered answers
     (decision_memo.py) cost no conversion at all."""
