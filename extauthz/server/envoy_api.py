@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import functools
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,14 +25,26 @@ _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 
 def _headers(
-    http: Any, read_first: Iterable[str] = ()
+    http: Any, read_first: Iterable[str] = (), raw: RawHeaderMap | None = None
 ) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
     """The request's headers joined as Envoy's matchers see them, and (from a raw header
     map, sent with `encode_raw_headers`) each header's entries one by one."""
-    if http.headers or not http.header_map.headers:
+    if raw is None:
+        raw = raw_header_map(http, read_first)
+    if raw is None:
         headers: Mapping[str, str] = http.headers  # a protobuf map: lookups, no copy
         return headers, _NO_LISTS
-    return RawHeaderMap(http.header_map.headers, read_first).views()
+    return raw.views()
+
+
+def raw_header_map(http: Any, read_first: Iterable[str] = ()) -> RawHeaderMap | None:
+    """The request's raw header map (what Envoy sends with `encode_raw_headers`), decoded
+    lazily; None when the request has a plain `headers` map or no headers at all. Built once
+    per request, it serves both the memo key and to_attributes with one pass."""
+    if http.headers:
+        return None
+    entries = http.header_map.headers
+    return RawHeaderMap(entries, read_first) if entries else None
 
 
 _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
@@ -46,17 +59,30 @@ _READ_FIRST = ("x-request-id", "x-forwarded-proto", "x-envoy-original-path")
 class RawHeaderMap:
     """A raw header map, decoded lazily. Envoy sends a dozen or more headers (a browser's
     request twenty) and a decision usually reads a few: the token's, those its policies
-    name, the request id. One pass takes the entries of the names given up front and of
-    _READ_FIRST; the first read of any other name decodes the whole map. Every read answers
-    what a fully decoded map would (tests/unit/test_raw_headers.py checks that over
-    generated maps and names)."""
+    name, the request id. One pass finds the entries of the names given up front and of
+    _READ_FIRST, each decoded on its first read (a remembered answer reads only the memo
+    key's); the first read of any other name decodes the whole map. Every read answers what
+    a fully decoded map would (tests/unit/test_raw_headers.py checks that over generated
+    maps and names)."""
 
-    __slots__ = ("_complete", "_first", "_raw", "read")
+    __slots__ = ("_complete", "_first", "_pending", "_raw", "read")
 
     def __init__(self, raw: Iterable[Any], read_first: Iterable[str] = ()) -> None:
         self._raw = raw
-        self._first = frozenset((*read_first, *_READ_FIRST))
-        self.read = _header_lists(raw, self._first)  # every entry of those names
+        self._first = _first_names(tuple(read_first))
+        self.read: dict[str, tuple[str, ...]] = {}  # decoded entries, by lower-case name
+        # The entries of the names read first, as found (protobuf messages), not yet decoded.
+        pending: dict[str, list[Any]] = {}
+        first = self._first
+        for header in raw:
+            key = header.key.lower()
+            if key in first:
+                found = pending.get(key)
+                if found is None:
+                    pending[key] = [header]
+                else:
+                    found.append(header)
+        self._pending = pending
         self._complete = False
 
     def views(self) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
@@ -64,15 +90,31 @@ class RawHeaderMap:
         return _LazyJoined(self), _LazyLists(self)
 
     def entries(self, name: str) -> tuple[str, ...] | None:
-        if self._complete or name in self._first:
+        if self._complete:
             return self.read.get(name)
-        return self.everything().get(name)
+        if name not in self._first:
+            return self.everything().get(name)
+        decoded = self.read.get(name)
+        if decoded is None:
+            found = self._pending.pop(name, None)
+            if found is None:
+                return None
+            decoded = self.read[name] = tuple(map(_decoded, found))
+        return decoded
 
     def everything(self) -> dict[str, tuple[str, ...]]:
         if not self._complete:
             self.read = _header_lists(self._raw)
+            self._pending.clear()
             self._complete = True
         return self.read
+
+
+@functools.lru_cache(maxsize=64)
+def _first_names(read_first: tuple[str, ...]) -> frozenset[str]:
+    """The names a RawHeaderMap finds in its one pass: a snapshot's (a few per
+    configuration, so few distinct tuples) and _READ_FIRST."""
+    return frozenset((*read_first, *_READ_FIRST))
 
 
 class _LazyView(Mapping[str, V]):
@@ -129,15 +171,20 @@ def to_attributes(
     xff_trusted_hops: int = 0,
     peer_names: PeerNames | None = None,
     read_first: Iterable[str] = (),
+    raw: RawHeaderMap | None = None,
 ) -> RequestAttributes:
     """The request as decisions read it. From a raw header map, the entries of the headers
-    named in `read_first` (those the snapshot's decisions read) are decoded up front and
-    any other on first read: that changes what reading costs, never what is read."""
+    named in `read_first` (those the snapshot's decisions read) are found up front and any
+    other on first read: that changes what reading costs, never what is read. `raw` is this
+    request's map when the caller built it already (raw_header_map, for the memo key)."""
     attributes = request.attributes
     http = attributes.request.http
-    headers, header_lists = _headers(http, read_first)
+    headers, header_lists = _headers(http, read_first, raw)
     path, query = split_path(http.path or headers.get(":path", "/"))
-    source = attributes.source.address.socket_address
+    # Each step into a protobuf message makes an object: each is taken once.
+    source = attributes.source
+    source_address = source.address.socket_address
+    source_ip, principal = source_address.address, source.principal
     destination = attributes.destination.address.socket_address
     return RequestAttributes(
         method=http.method or headers.get(":method", ""),
@@ -147,20 +194,16 @@ def to_attributes(
         headers=headers,
         header_lists=header_lists,
         scheme=http.scheme or "http",
-        source_ip=source.address,
-        source_port=source.port_value,
+        source_ip=source_ip,
+        source_port=source_address.port_value,
         # x-forwarded-for counts only with trusted hops: not read (decoded) otherwise.
-        remote_ip=trusted_client_ip(
-            headers.get("x-forwarded-for") if xff_trusted_hops > 0 else None,
-            source.address,
-            xff_trusted_hops,
-        ),
+        remote_ip=trusted_client_ip(headers.get("x-forwarded-for"), source_ip, xff_trusted_hops)
+        if xff_trusted_hops > 0
+        else source_ip,
         destination_ip=destination.address,
         destination_port=destination.port_value,
-        source_principal=attributes.source.principal,
-        peer_identities=(peer_names or PeerNames(0)).of(
-            attributes.source.certificate, attributes.source.principal
-        ),
+        source_principal=principal,
+        peer_identities=(peer_names or PeerNames(0)).of(source.certificate, principal),
         # Envoy's TLS inspector lower-cases the SNI before RBAC sees it (measured).
         sni=attributes.tls_session.sni.lower(),
         request_id=headers.get("x-request-id", ""),
@@ -174,7 +217,10 @@ MAX_KEY_CHARS = 8192
 
 
 def decision_key(
-    attributes: attribute_context_pb2.AttributeContext, inputs: DecisionInputs, scope: int
+    attributes: attribute_context_pb2.AttributeContext,
+    inputs: DecisionInputs,
+    scope: int,
+    raw_map: RawHeaderMap | None = None,
 ) -> tuple[Any, ...] | None:
     """The values `inputs` names, raw as Envoy sent them in a CheckRequest's attributes,
     prefixed with `scope`: two requests with equal keys get equal decisions (see
@@ -186,17 +232,22 @@ def decision_key(
         return None
     http = attributes.request.http
     method, path, host = http.method, http.path, http.host
-    headers: Mapping[str, Any] = http.headers
-    raw = http.header_map.headers if not headers else None
-    if method == "OPTIONS" or not method or not path or not host or not (headers or raw):
+    if method == "OPTIONS" or not method or not path or not host:
         return None
-    if raw:
-        # Only the entries of the headers the key reads (a few of a request's dozen).
-        headers = _header_lists(raw, inputs.headers)
+    read: Callable[[str], Any]
+    if raw_map is not None:
+        read = raw_map.entries  # this request's raw map, built with inputs.headers read first
+    else:
+        headers: Mapping[str, Any] = http.headers
+        raw = http.header_map.headers if not headers else None
+        if not (headers or raw):
+            return None
+        # From a raw map, only the entries of the headers the key reads.
+        read = (_header_lists(raw, inputs.headers) if raw else headers).get
     key = [scope, method, host, path]
     size = len(path) + len(host)
     for name in inputs.headers:
-        value = headers.get(name)
+        value = read(name)
         if value is not None:
             size += len(value) if isinstance(value, str) else sum(map(len, value))
         key.append(value)
@@ -226,9 +277,15 @@ def _header_lists(
         key = header.key.lower()
         if only is not None and key not in only:
             continue
-        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-        lists[key] = (*lists.get(key, ()), value)
+        lists[key] = (*lists.get(key, ()), _decoded(header))
     return lists
+
+
+def _decoded(header: Any) -> str:
+    """One entry's value as sent: its raw bytes decoded, else its string value."""
+    raw_value: bytes = header.raw_value
+    value: str = raw_value.decode("utf-8", "replace") if raw_value else header.value
+    return value
 
 
 def log_fields(

@@ -22,6 +22,7 @@ from extauthz.server.envoy_api import (
     build_response,
     decision_key,
     log_fields,
+    raw_header_map,
     to_attributes,
 )
 from extauthz.server.logs import DecisionLogger, request_fields
@@ -130,11 +131,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             else:
                 snapshot = self._default_snapshot
             now = int(time.time())
-            key = decision_key(attributes, snapshot.inputs, id(snapshot))
+            inputs = snapshot.inputs
+            # One pass over a raw header map serves the key and, on a miss, the attributes.
+            raw = raw_header_map(attributes.request.http, inputs.headers)
+            key = decision_key(attributes, inputs, id(snapshot), raw)
             answer = self.memo.get(key, snapshot, now, self._keys.keys) if key else None
             if answer is None:
                 attrs = to_attributes(
-                    request, self._xff_hops, self._peer_names, snapshot.inputs.headers
+                    request, self._xff_hops, self._peer_names, inputs.headers, raw
                 )
                 answer = await self._decide(attrs, snapshot, now)
                 if key is not None:

@@ -10,7 +10,8 @@ from envoy.service.auth.v3 import external_auth_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extauthz.server.envoy_api import to_attributes
+from extauthz.server.envoy_api import decision_key, raw_header_map, to_attributes
+from extauthz.snapshot.inputs import DecisionInputs
 
 # Few names, so that entries repeat, names differ only in case, and probes hit and miss.
 _NAMES = ["authorization", "Authorization", "x-foo", "X-FOO", "cookie", "x-request-id", "x-forwarded-for", "x-forwarded-proto", ":path", "te"]  # fmt: skip
@@ -70,6 +71,15 @@ def test_every_read_equals_that_of_a_fully_decoded_map(
     fresh = to_attributes(request, read_first=first)
     assert fresh.cookie(cookie_name) == eager.cookie(cookie_name)
     assert (fresh.remote_ip, fresh.request_id) == (eager.remote_ip, eager.request_id)
+    # As `serve` does: one map serves the memo key first, then the attributes.
+    request = _request(entries)
+    inputs = DecisionInputs(headers=tuple(dict.fromkeys(name.lower() for name in first)))
+    shared = raw_header_map(request.attributes.request.http, inputs.headers)
+    key = decision_key(request.attributes, inputs, 1, shared)
+    assert key == decision_key(_request(entries).attributes, inputs, 1)
+    shared_attrs = to_attributes(request, read_first=inputs.headers, raw=shared)
+    assert _reads(shared_attrs, probes) == _reads(eager, probes)
+    assert (shared_attrs.remote_ip, shared_attrs.request_id) == (eager.remote_ip, eager.request_id)
 
 
 def test_names_read_first_are_decoded_without_the_rest() -> None:
@@ -77,9 +87,10 @@ def test_names_read_first_are_decoded_without_the_rest() -> None:
     request = _request([("authorization", ("value", "Bearer t")), ("x-foo", ("raw_value", b"1"))])
     attrs = to_attributes(request, read_first=("authorization", "x-listed-absent"))
     raw_map = attrs.headers._map  # type: ignore[attr-defined]
+    assert "authorization" in raw_map._pending  # found, not decoded until read
     assert attrs.headers.get("authorization") == "Bearer t"
     assert attrs.header_values("x-listed-absent") == ()
-    assert not raw_map._complete
+    assert not raw_map._complete and "authorization" not in raw_map._pending
     assert attrs.headers.get("x-foo") == "1"  # any other name: the whole map, once
     assert raw_map._complete
 
