@@ -4,11 +4,14 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extauthz.authn.jwt import (
     MAX_CACHED_HEADER_CHARS,
     MAX_CACHED_HEADERS,
     Jwt,
+    _b64url_decode_exact,
     b64url_decode,
     check_time,
     header_cache,
@@ -126,3 +129,19 @@ def test_without_a_header_cache_every_header_is_parsed_anew() -> None:
     first, second = parse_jwt(token), parse_jwt(token)
     assert isinstance(first, Jwt) and isinstance(second, Jwt)
     assert first.header == second.header and first.header is not second.header
+
+
+_B64_CHARS = "ABCXYZabcxyz0189-_+/=. \t\n\r\v\fé!"
+
+
+@settings(max_examples=2000, derandomize=True, deadline=None)
+@given(
+    segment=st.one_of(
+        st.text(alphabet=_B64_CHARS, max_size=24),
+        st.binary(max_size=18).map(lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")),
+    )
+)
+def test_b64url_decode_answers_as_the_exact_reading(segment: str) -> None:
+    """The shortcut for plain URL-alphabet segments never answers otherwise than the
+    exact reading of absl's rules, whatever the segment holds."""
+    assert b64url_decode(segment) == _b64url_decode_exact(segment)
