@@ -56,8 +56,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# An integer of up to this many digits is a finite double (the largest is 309 digits long).
+_SAFE_INT_DIGITS = 300
+
+
 def _finite_int(text: str) -> int:
-    if len(text) > 300 and not math.isfinite(float(text)):
+    if len(text) > _SAFE_INT_DIGITS and not math.isfinite(float(text)):
         raise _Invalid(f"number {text} is not a finite double")
     return int(text)
 
@@ -71,6 +75,14 @@ _DECODER = json.JSONDecoder(
     parse_int=_finite_int,
     strict=False,
 )
+# A text no longer than that holds no integer _finite_int could refuse: it is read without
+# that hook (a Python call per integer, two in most payloads: iat and exp).
+_SHORT_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    object_pairs_hook=_unique_keys,
+    parse_float=_finite_float,
+    strict=False,
+)
 
 
 def parse_struct(text: str) -> dict[str, Any] | None:
@@ -80,7 +92,7 @@ def parse_struct(text: str) -> dict[str, Any] | None:
         and _SURROGATE_OR_U_ESCAPE.search(text) is None
     ):
         try:
-            value = _DECODER.decode(text)
+            value = (_SHORT_DECODER if len(text) <= _SAFE_INT_DIGITS else _DECODER).decode(text)
         except (ValueError, RecursionError):
             pass  # maybe legacy syntax: the exact parser decides
         else:
