@@ -44,7 +44,7 @@ def raw_header_map(http: Any, read_first: Iterable[str] = ()) -> RawHeaderMap | 
     if http.headers:
         return None
     entries = http.header_map.headers
-    return RawHeaderMap(entries, read_first) if entries else None
+    return RawHeaderMap(entries, read_first, http) if entries else None
 
 
 _NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
@@ -59,30 +59,34 @@ _READ_FIRST = ("x-request-id", "x-forwarded-proto", "x-envoy-original-path")
 class RawHeaderMap:
     """A raw header map, decoded lazily. Envoy sends a dozen or more headers (a browser's
     request twenty) and a decision usually reads a few: the token's, those its policies
-    name, the request id. One pass finds the entries of the names given up front and of
-    _READ_FIRST, each decoded on its first read (a remembered answer reads only the memo
-    key's); the first read of any other name decodes the whole map. Every read answers what
-    a fully decoded map would (tests/unit/test_raw_headers.py checks that over generated
-    maps and names)."""
+    name, the request id. One pass decodes the entries of the names given up front (the
+    memo key's, all a remembered answer reads) and finds those of _READ_FIRST, decoded on
+    their first read; the first read of any other name decodes the whole map. Every read
+    answers what a fully decoded map would (tests/unit/test_raw_headers.py checks that over
+    generated maps and names)."""
 
-    __slots__ = ("_complete", "_first", "_pending", "_raw", "read")
+    __slots__ = ("_complete", "_first", "_found", "_raw", "http", "read")
 
-    def __init__(self, raw: Iterable[Any], read_first: Iterable[str] = ()) -> None:
+    def __init__(
+        self, raw: Iterable[Any], read_first: Iterable[str] = (), http: Any = None
+    ) -> None:
         self._raw = raw
-        self._first = _first_names(tuple(read_first))
-        self.read: dict[str, tuple[str, ...]] = {}  # decoded entries, by lower-case name
-        # The entries of the names read first, as found (protobuf messages), not yet decoded.
-        pending: dict[str, list[Any]] = {}
-        first = self._first
+        self.http = http  # the HttpRequest it came from, when built by raw_header_map
+        # name -> True: decoded in the pass (read_first); False: found, decoded when read.
+        self._first = first = _first_names(tuple(read_first))
+        read: dict[str, tuple[str, ...]] = {}
+        found: list[tuple[str, Any]] = []
         for header in raw:
             key = header.key.lower()
-            if key in first:
-                found = pending.get(key)
-                if found is None:
-                    pending[key] = [header]
-                else:
-                    found.append(header)
-        self._pending = pending
+            now = first.get(key)
+            if now:
+                raw_value = header.raw_value
+                value = raw_value.decode("utf-8", "replace") if raw_value else header.value
+                read[key] = (*read.get(key, ()), value)
+            elif now is not None:
+                found.append((key, header))
+        self.read = read  # decoded entries by lower-case name; every name once complete
+        self._found = found
         self._complete = False
 
     def views(self) -> tuple[Mapping[str, str], Mapping[str, tuple[str, ...]]]:
@@ -90,31 +94,31 @@ class RawHeaderMap:
         return _LazyJoined(self), _LazyLists(self)
 
     def entries(self, name: str) -> tuple[str, ...] | None:
-        if self._complete:
+        decoded_now = self._first.get(name)
+        if self._complete or decoded_now:
             return self.read.get(name)
-        if name not in self._first:
+        if decoded_now is None:
             return self.everything().get(name)
-        decoded = self.read.get(name)
-        if decoded is None:
-            found = self._pending.pop(name, None)
-            if found is None:
-                return None
-            decoded = self.read[name] = tuple(map(_decoded, found))
-        return decoded
+        if self._found:  # a _READ_FIRST name: decode those found, once
+            for key, header in self._found:
+                self.read[key] = (*self.read.get(key, ()), _decoded(header))
+            self._found = []
+        return self.read.get(name)
 
     def everything(self) -> dict[str, tuple[str, ...]]:
         if not self._complete:
             self.read = _header_lists(self._raw)
-            self._pending.clear()
+            self._found = []
             self._complete = True
         return self.read
 
 
 @functools.lru_cache(maxsize=64)
-def _first_names(read_first: tuple[str, ...]) -> frozenset[str]:
-    """The names a RawHeaderMap finds in its one pass: a snapshot's (a few per
-    configuration, so few distinct tuples) and _READ_FIRST."""
-    return frozenset((*read_first, *_READ_FIRST))
+def _first_names(read_first: tuple[str, ...]) -> dict[str, bool]:
+    """What a RawHeaderMap's pass does with each name: decode the names given (a
+    snapshot's, a few per configuration, so few distinct tuples), find those of _READ_FIRST.
+    Never changed once made (the cache shares it)."""
+    return {**dict.fromkeys(_READ_FIRST, False), **dict.fromkeys(read_first, True)}
 
 
 class _LazyView(Mapping[str, V]):
@@ -230,7 +234,9 @@ def decision_key(
     longer than MAX_KEY_CHARS."""
     if not inputs.rememberable:
         return None
-    http = attributes.request.http
+    http = raw_map.http if raw_map is not None and raw_map.http is not None else None
+    if http is None:
+        http = attributes.request.http
     method, path, host = http.method, http.path, http.host
     if method == "OPTIONS" or not method or not path or not host:
         return None
