@@ -29,6 +29,11 @@ _SIMPLE_ESCAPES = {
 }  # fmt: skip
 _BARE_WORD = re.compile(r"[A-Za-z0-9_]*")
 _NUMBER_CHARS = frozenset("0123456789.eE+-")
+# How every RFC 8259 object starts (JSON whitespace, a brace, then a key or the closing
+# brace). Python's decoder refuses any other text, raising an error that costs more than
+# the exact parser takes to refuse junk (or to read legacy syntax or a top-level null), so
+# such text goes straight to the exact parser.
+_STRICT_OBJECT_START = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*["}]')
 # An escape the fast path might judge differently: a surrogate, or \U.
 _SURROGATE_OR_U_ESCAPE = re.compile(r"\\(?:[uU][dD][89a-fA-F]|U)")
 
@@ -88,7 +93,8 @@ _SHORT_DECODER = json.JSONDecoder(
 def parse_struct(text: str) -> dict[str, Any] | None:
     """The object `text` holds, {} for a top-level null, None when Envoy finds no Struct."""
     if (
-        text.count("{") + text.count("[") <= MAX_DEPTH
+        _STRICT_OBJECT_START.match(text) is not None
+        and text.count("{") + text.count("[") <= MAX_DEPTH
         and _SURROGATE_OR_U_ESCAPE.search(text) is None
     ):
         try:

@@ -14,7 +14,17 @@ from extauthz.authn.cache import TokenCache
 from extauthz.authn.key_store import KeyStore
 from extauthz.bounded import BoundedCache
 from extauthz.config.workload import Workload, parse_labels
-from extauthz.decision import Decision, decide, internal_error, refused
+from extauthz.decision import (
+    MAX_REJECTION_CHARS,
+    MAX_REJECTIONS,
+    Decision,
+    Verdict,
+    decide,
+    internal_error,
+    quoted_chars,
+    refused,
+    rejections,
+)
 from extauthz.decision_memo import DecisionMemo
 from extauthz.records import record
 from extauthz.server.envoy_api import (
@@ -74,6 +84,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._responses = Responses(payload_metadata=payload_metadata)
         self._peer_names = PeerNames()
         self.memo: DecisionMemo[_Answer] = DecisionMemo()  # public for tests and the bench
+        # 401 decisions made (decide() makes one per distinct rejection) and the answers to
+        # them, by the decision's identity (see _answer).
+        self._rejections = rejections()
+        self._rejected: BoundedCache[int, _Answer] = BoundedCache(
+            MAX_REJECTIONS, max_entry_cost=MAX_REJECTION_CHARS
+        )
         self._generation: Generation | None = None  # what the memo and the snapshot are of
         # Set with _generation, before any use: the CLI's workload's snapshot of it, and
         # the snapshots of workloads Envoy named, by their raw (namespace, labels) values.
@@ -140,7 +156,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                 attrs = to_attributes(
                     request, self._xff_hops, self._peer_names, inputs.headers, raw
                 )
-                answer = await self._decide(attrs, snapshot, now)
+                answer = self._answer(self._decision(attrs, snapshot, now))
+                uri = answer.decision.authn.jwks_uri
+                if uri and self._refetch is not None and await self._refetch(uri):
+                    # The token's key was unknown (rotation) or never fetched: the edge
+                    # fetched the key set once (single-flight, rate-limited); decide again.
+                    answer = self._answer(self._decision(attrs, snapshot, int(time.time())))
                 if key is not None:
                     self.memo.put(key, snapshot, answer.decision, answer)
         except Exception as exc:  # the one broad except: any failure is a logged, counted deny
@@ -171,19 +192,27 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             self._decision_log.write(log_fields(attributes), decision, elapsed)
         return self._responses.get(decision)
 
-    async def _decide(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> _Answer:
-        decision = decide(attrs, snapshot, self._keys.keys, now, self._cache)
-        uri = decision.authn.jwks_uri
-        if uri and self._refetch is not None and await self._refetch(uri):
-            # The token's key was unknown (rotation) or never fetched: the edge fetched
-            # the key set once (single-flight, rate-limited); decide again with it.
-            decision = decide(attrs, snapshot, self._keys.keys, int(time.time()), self._cache)
-        return _Answer(
+    def _decision(self, attrs: RequestAttributes, snapshot: Snapshot, now: int) -> Decision:
+        return decide(attrs, snapshot, self._keys.keys, now, self._cache, self._rejections)
+
+    def _answer(self, decision: Decision) -> _Answer:
+        """The decision with its response and metric labels. A 401 decision made before
+        (decide() gives the same object for the same rejection) gets the answer built then."""
+        if decision.verdict is Verdict.UNAUTHENTICATED:
+            kept = self._rejected.get(id(decision))
+            if kept is not None and kept.decision is decision:
+                return kept
+        answer = _Answer(
             decision,
             self._responses.get(decision),
             check_labels(decision),
             policy_matches(decision.authz),
         )
+        if decision.verdict is Verdict.UNAUTHENTICATED:
+            # Keyed by identity: the entry holds the decision, so its id is not reused. Kept
+            # under the bound decide() keeps its decisions under (a longer one is made anew).
+            self._rejected.put(id(decision), answer, quoted_chars(decision))
+        return answer
 
 
 @record
