@@ -10,7 +10,7 @@ from extauthz.authn.extract import Location, rule_locations
 from extauthz.authn.keys import JwksError, KeySet
 from extauthz.authn.result import ALWAYS, ANONYMOUS, AuthnResult
 from extauthz.authn.status import JwtStatus
-from extauthz.authn.verifier import Verifier, istio_requirement
+from extauthz.authn.verifier import AnyNode, ProviderNode, Verifier, istio_requirement
 from extauthz.config.resources import ClaimToHeader, RequestAuthentication
 
 # Istio's JWTRule.timeout default for fetching a jwksUri.
@@ -53,6 +53,11 @@ class JwtProvider:
         return not self.audiences or any(aud in self.audiences for aud in audiences)
 
 
+# The tree authenticate._walk_one follows without walking it (exactly this shape: should
+# istio_requirement ever build another for one rule, the tree is walked).
+_ONE_PROVIDER = AnyNode((ProviderNode(0),), allow_missing=True)
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSet:
     providers: tuple[JwtProvider, ...] = ()
@@ -66,9 +71,14 @@ class ProviderSet:
     refuse_crit: bool = False
     # Istio's requirement over these providers, built here once, never per request.
     verifier: Verifier = field(init=False, repr=False, compare=False)
+    # One JWTRule: its tree is OR{P1, allow_missing}, which authenticate() can follow for a
+    # single token without walking it.
+    single_provider: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "verifier", istio_requirement(len(self.providers)))
+        verifier = istio_requirement(len(self.providers))
+        object.__setattr__(self, "verifier", verifier)
+        object.__setattr__(self, "single_provider", verifier == _ONE_PROVIDER)
 
     @property
     def jwks_sources(self) -> dict[str, JwksSource]:
