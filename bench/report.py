@@ -182,8 +182,9 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
+def _git_revision(root: Path | None = None) -> str:
+    """The commit of `root` (this checkout by default), and whether it has changes."""
+    root = root or Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
@@ -197,7 +198,11 @@ def _git_revision() -> str:
     return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
 
 
-def machine_info() -> dict[str, str]:
+def machine_info(extauthz_tree: Path | None = None) -> dict[str, str]:
+    """The machine and the versions measured; with `extauthz_tree`, (d) ran from that tree."""
+    extauthz = _git_revision()
+    if extauthz_tree is not None:
+        extauthz = f"{_git_revision(extauthz_tree)} from {extauthz_tree} (bench: {extauthz})"
     envoy = tool_version([find_binary("envoy"), "--version"])
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -210,7 +215,7 @@ def machine_info() -> dict[str, str]:
         "h2load": tool_version(["h2load", "--version"]),
         "grpcio": _package_version("grpcio"),
         "uvloop": _package_version("uvloop"),
-        "extauthz": _git_revision(),
+        "extauthz": extauthz,
     }
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # `python bench/run.py` puts bench/ first on sys.path; the modules live in package `bench`.
@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scenarios", default="", metavar="KEY[,KEY]", help="only these scenarios")
     parser.add_argument(
+        "--extauthz-tree",
+        type=Path,
+        metavar="DIR",
+        help="run (d) from this source tree instead of the installed extauthz (a git worktree "
+        "of another commit, for A/B runs; the table names its commit)",
+    )
+    parser.add_argument(
         "--pool-size",
         type=int,
         default=tokens.FRESH_POOL_SIZE,
@@ -237,9 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         known = [c.key for c in chosen]
         wanted = _listed(parser, args.configs, tuple(known), "--configs")
         chosen = [c for c in chosen if c.key in wanted]
+    tree = args.extauthz_tree.resolve() if args.extauthz_tree else None
+    if tree is not None:
+        if not (tree / "extauthz" / "__init__.py").is_file():
+            parser.error(f"--extauthz-tree {args.extauthz_tree}: no extauthz package in it")
+        chosen = [
+            replace(c, extauthz_tree=tree) if c.authorizer == "extauthz" else c for c in chosen
+        ]
     loadgen.ensure_tools()
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-bench-"))
-    machine = report.machine_info()
+    machine = report.machine_info(tree)
     print(report.format_machine(machine), flush=True)
     _progress(f"work directory (configs, logs, JSON): {workdir}\nminting tokens ...")
     try:

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from bench import configs
 from extauthz.rig.processes import Process, ProcessGroup, answers_200, free_port
@@ -30,6 +30,8 @@ class Configuration:
     has_upstream: bool = True
     decision_log: str = "default"  # extauthz's --decision-log ("default": serve's own)
     only: tuple[str, ...] = ()  # the scenarios it runs (all when empty)
+    # extauthz from this source tree instead of the installed one (A/B runs of two commits)
+    extauthz_tree: Path | None = None
 
     @property
     def enforces_policy(self) -> bool:
@@ -69,6 +71,21 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class TreeLaunch(TypedDict, total=False):
+    env: dict[str, str]
+    cwd: Path
+
+
+def source_tree_launch(tree: Path | None) -> TreeLaunch:
+    """How to start `python -m extauthz` so that it imports `tree`'s package (a `git worktree`
+    of another commit, say): from inside the tree, and with the tree on PYTHONPATH. `-m` puts
+    the working directory first on sys.path, before PYTHONPATH, so a run started from a
+    checkout would import the checkout's package whatever PYTHONPATH says."""
+    if tree is None:
+        return {}
+    return {"env": {"PYTHONPATH": str(tree)}, "cwd": tree}
 
 
 class BenchProcess(Process):
@@ -114,8 +131,10 @@ class Stack(ProcessGroup):
         return f"http://127.0.0.1:{self.listener}{path}"
 
     # -- processes ----------------------------------------------------------------------------
-    def _add(self, name: str, argv: list[str]) -> BenchProcess:
-        process = BenchProcess(f"{self.configuration.key}-{name}", argv, self.workdir)
+    def _add(self, name: str, argv: list[str], tree: Path | None = None) -> BenchProcess:
+        process = BenchProcess(
+            f"{self.configuration.key}-{name}", argv, self.workdir, **source_tree_launch(tree)
+        )
         self.processes[name] = process
         return process
 
@@ -146,7 +165,7 @@ class Stack(ProcessGroup):
             ]  # fmt: skip
             if self.decision_log != "default":  # default: serve's own (no flag at all)
                 argv += ["--decision-log", self.decision_log]
-            process = self._add("authorizer", argv)
+            process = self._add("authorizer", argv, config.extauthz_tree)
             process.start()
             process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"))
 

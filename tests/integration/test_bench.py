@@ -5,6 +5,7 @@ in-process parts (parsers, body framing, tokens, tables): tests/unit/test_bench.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench import configs, tokens
+from bench.stack import source_tree_launch
 from extauthz.rig.rig import SAMPLES, find_binary
 
 
@@ -116,3 +118,49 @@ def test_run_smoke(tmp_path: Path) -> None:
         ("rs256-cached", "b-native"),
         ("malformed-fresh", "b-native"),
     }
+
+
+# -- A/B runs: (d) from another source tree -----------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_python_m_imports_the_source_tree_it_is_launched_with(tmp_path: Path) -> None:
+    """`source_tree_launch` starts the authorizer inside the tree: PYTHONPATH alone loses to
+    the working directory, which `python -m` puts first (the control below shows it)."""
+    tree = tmp_path / "tree"
+    (tree / "extauthz").mkdir(parents=True)
+    (tree / "extauthz" / "__init__.py").write_text("")
+    (tree / "extauthz" / "__main__.py").write_text("print('the tree in', __file__)\n")
+    launch = source_tree_launch(tree)
+
+    def run(env: dict[str, str], cwd: Path) -> str:
+        return subprocess.run([sys.executable, "-m", "extauthz", "--version"], env={**os.environ, **env},
+                              cwd=cwd, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+
+    assert f"the tree in {tree}" in run(launch["env"], launch["cwd"])
+    assert "the tree" not in run(launch["env"], ROOT)  # started from the checkout: its package
+    assert source_tree_launch(None) == {}
+
+
+def test_run_measures_d_from_another_tree(tmp_path: Path) -> None:
+    """bench/run.py --extauthz-tree: refused without a package, else (d) runs from the tree
+    (a copy of this commit here) and the table says so."""
+    refused = subprocess.run([sys.executable, "bench/run.py", "--extauthz-tree", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert refused.returncode == 2 and "no extauthz package" in refused.stderr
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "extauthz"],
+                             capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=60)
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--configs", "d", "--scenarios", "rs256-cached",
+         "--duration", "1", "--pool-size", "200", "--extauthz-tree", str(tree),
+         "--json", str(results)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(results.read_text())
+    assert f"from {tree}" in report["machine"]["extauthz"]
+    assert all(row["is_as_expected"] for row in report["rows"]), done.stdout
