@@ -29,6 +29,8 @@ class Validity:
     def holds(self, now: float, keys: KeyLookup) -> bool:
         if not self.valid_from <= now <= self.valid_until:
             return False
+        if not self.remote_keys:  # inline keys: no generator to make on every remembered hit
+            return True
         return all(keys(uri, now) is key_set for uri, key_set in self.remote_keys)
 
 

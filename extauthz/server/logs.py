@@ -20,7 +20,7 @@ from typing import Self, TextIO, TypeGuard, cast
 
 from extauthz.attributes import RequestAttributes
 from extauthz.bounded import BoundedCache
-from extauthz.decision import Decision
+from extauthz.decision import Decision, Verdict
 from extauthz.summary import DecisionSummary, summarize
 
 decision_log = logging.getLogger("extauthz.decision")
@@ -196,13 +196,12 @@ class DecisionLogger:
         return cls(settings.mode, settings.allow_sample, settings.claims, writer)
 
     def wants(self, decision: Decision) -> bool:
-        if self.mode == "none" or not decision_log.isEnabledFor(logging.INFO):
-            return False
-        if not decision.is_allowed:
-            return True
-        if self.mode == "denials":
-            return False
-        return self.allow_sample >= 1.0 or random.random() < self.allow_sample
+        # An allow in the default mode (denials) is the most common case: decided first.
+        if decision.verdict is Verdict.ALLOW:
+            if self.mode != "all" or not decision_log.isEnabledFor(logging.INFO):
+                return False
+            return self.allow_sample >= 1.0 or random.random() < self.allow_sample
+        return self.mode != "none" and decision_log.isEnabledFor(logging.INFO)
 
     def log(self, attrs: RequestAttributes, decision: Decision, latency_seconds: float) -> None:
         if self.wants(decision):
