@@ -59,6 +59,12 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _check_us(row: Row) -> str:
+    """extauthz's mean wall time inside Check (its own histogram), in µs; "-" for others."""
+    mean = row.detail.get("extauthz_mean_check_s")
+    return "-" if mean is None else f"{mean * 1e6:.1f}"
+
+
 def _cpu(row: Row) -> str:
     return "/".join(
         f"{row.cpu_percent[role]:.0f}" if role in row.cpu_percent else "-" for role in CPU_ROLES
@@ -80,6 +86,7 @@ COLUMNS = (
     ("errors", ">", 6),
     ("check", "<", 8),
     ("A µs/req", ">", 8),
+    ("Check µs", ">", 8),
     ("CPU% E/A/U/L/other/idle", "<", 24),
 )
 
@@ -110,6 +117,7 @@ def format_table(rows: list[Row]) -> str:
                     str(row.errors),
                     "ok" if row.is_as_expected else "MISMATCH",
                     _us(authorizer_us_per_request(row)),
+                    _check_us(row),
                     _cpu(row),
                 ]
             )

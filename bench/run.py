@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import loadgen, report, scenarios, tokens
+from bench.always_ok import MAX_BURN_US
 from bench.measure import measure_h2load, measure_wrk, warm_up
 from bench.report import Row
 from bench.scenarios import Material
@@ -36,9 +37,16 @@ LOG_MODES = ("none", "denials", "all")
 LOG_MODE_SCENARIOS = ("rs256-cached", "no-token")
 
 
-def configurations(log_modes: tuple[str, ...] = ()) -> list[Configuration]:
+# What each burning floor runs: the cached token, the request extauthz answers from memory.
+BURN_SCENARIOS = ("rs256-cached",)
+
+
+def configurations(
+    log_modes: tuple[str, ...] = (), burns_us: tuple[int, ...] = ()
+) -> list[Configuration]:
     """(d) runs with serve's defaults; each of `log_modes` adds (d) with that --decision-log
-    for LOG_MODE_SCENARIOS."""
+    for LOG_MODE_SCENARIOS; each of `burns_us` adds the uvloop floor spending that many CPU
+    microseconds in each Check (c-burnN), for BURN_SCENARIOS."""
     loop = extauthz_loop()
     return [
         Configuration("a-direct", "(a) Envoy, direct_response", "none", has_upstream=False),
@@ -57,6 +65,17 @@ def configurations(log_modes: tuple[str, ...] = ()) -> list[Configuration]:
                 only=LOG_MODE_SCENARIOS,
             )
             for mode in log_modes
+        ),
+        *(
+            Configuration(
+                f"c-burn{us}",
+                f"(c) always-OK, {us} us CPU per Check",
+                "always_ok",
+                "uvloop",
+                only=BURN_SCENARIOS,
+                burn_us=us,
+            )
+            for us in burns_us
         ),
     ]
 
@@ -94,7 +113,7 @@ def run_configuration(
             row = measure_wrk(stack, scenario, duration_s)
             rows.append(row)
             _progress(f"   {scenario.label:<22} {row.rate:>9,.0f} req/s  {_verdict(row)}")
-        if configuration.has_grpc_authorizer:
+        if configuration.has_grpc_authorizer and not configuration.burn_us:
             row = measure_h2load(stack, workdir, demo_token(), duration_s)
             rows.append(row)
             _progress(f"   {row.scenario_label:<22} {row.rate:>9,.0f} Check/s  {_verdict(row)}")
@@ -124,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODE[,MODE]",
         help="also run (d) with each of these --decision-log modes (none, denials, all) for "
         "the cached token and no token; (d) itself runs with serve's defaults",
+    )
+    parser.add_argument(
+        "--burn-us",
+        default="",
+        metavar="US[,US]",
+        help="also run the uvloop floor spending each of these CPU microseconds in every Check "
+        "(c-burnUS), for the cached token: what a Check of that cost does to req/s, beside "
+        "(d) and its mean Check time",
     )
     parser.add_argument(
         "--configs", default="", metavar="KEY[,KEY]", help="only these configurations"
@@ -183,12 +210,14 @@ def print_report(
     outcome: Outcome, duration_s: float, upstream: str, chosen: list[Configuration]
 ) -> list[report.Ratio]:
     labels = {c.key: f"{c.label.split()[0]} {c.loop}".replace(" -", "") for c in chosen}
-    labels.update({c.key: c.key for c in chosen if c.decision_log != "default"})
+    labels.update({c.key: c.key for c in chosen if c.decision_log != "default" or c.burn_us})
     floors = ("c-asyncio", "c-uvloop", "b-native")
     found = report.ratios(outcome.rows, scenarios.ALL_SCENARIOS, "d", floors)
     for configuration in chosen:
         if configuration.decision_log != "default":
             found += report.ratios(outcome.rows, LOG_MODE_SCENARIOS, configuration.key, floors)
+        if configuration.burn_us:
+            found += report.ratios(outcome.rows, BURN_SCENARIOS, configuration.key, ("c-uvloop",))
     print(
         f"\nwrk -t1 -c50 -d{duration_s:g}s through Envoy (--concurrency 1) to {scenarios.PATH}; "
         f"h2load -c 4 -m 50 straight to the authorizer; upstream: {upstream}; "
@@ -209,7 +238,10 @@ def print_report(
         )
     for key, why in outcome.failures.items():
         print(f"\nconfiguration {key} did not run: {why}")
-    print("\nRatios, (d) extauthz over the others (req/s: higher is better; p99: lower is):")
+    print(
+        "\nRatios, (d) extauthz (and each burning floor) over the others"
+        " (req/s: higher is better; p99: lower is):"
+    )
     print(report.format_ratios(found, labels))
     return found
 
@@ -222,6 +254,17 @@ def _listed(
     if unknown:
         parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     return listed
+
+
+def _burns(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    burns = []
+    for item in (item.strip() for item in text.split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or not 0 < int(item) <= MAX_BURN_US:
+            parser.error(f"--burn-us: {item!r} is not a whole number from 1 to {MAX_BURN_US:g}")
+        burns.append(int(item))
+    return tuple(dict.fromkeys(burns))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenarios:
         keys = tuple(_listed(parser, args.scenarios, scenarios.ALL_SCENARIOS, "--scenarios"))
     log_modes = tuple(_listed(parser, args.log_modes, LOG_MODES, "--log-modes"))
-    chosen = configurations(log_modes)
+    burns_us = _burns(parser, args.burn_us)
+    chosen = configurations(log_modes, burns_us)
     if args.configs:
         known = [c.key for c in chosen]
         wanted = _listed(parser, args.configs, tuple(known), "--configs")
-        chosen = [c for c in chosen if c.key in wanted]
+        chosen = [c for c in chosen if c.key in wanted or c.burn_us]  # --burn-us adds its own
     tree = args.extauthz_tree.resolve() if args.extauthz_tree else None
     if tree is not None:
         if not (tree / "extauthz" / "__init__.py").is_file():
@@ -273,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "upstream": args.upstream,
         "log_modes": list(log_modes),
+        "burns_us": list(burns_us),
         "configurations": [c.key for c in chosen],
         "scenarios": list(keys),
         "workdir": str(workdir),

@@ -32,6 +32,7 @@ class Configuration:
     only: tuple[str, ...] = ()  # the scenarios it runs (all when empty)
     # extauthz from this source tree instead of the installed one (A/B runs of two commits)
     extauthz_tree: Path | None = None
+    burn_us: int = 0  # always_ok: CPU microseconds spent in each Check (bench/always_ok.py)
 
     @property
     def enforces_policy(self) -> bool:
@@ -150,13 +151,26 @@ class Stack(ProcessGroup):
 
     def _start_authorizer(self) -> None:
         config = self.configuration
+        argv = self.authorizer_argv()
         if config.authorizer == "always_ok":
-            argv = [sys.executable, str(BENCH_DIR / "always_ok.py"), "--port", str(self.grpc_port),
-                    "--loop", config.loop]  # fmt: skip
             process = self._add("authorizer", argv)
             process.start()
             process.wait_until(accepts_tcp(self.grpc_port))
         elif config.authorizer == "extauthz":
+            process = self._add("authorizer", argv, config.extauthz_tree)
+            process.start()
+            process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"))
+
+    def authorizer_argv(self) -> list[str]:
+        """The command line of the gRPC authorizer ([] for configurations without one)."""
+        config = self.configuration
+        if config.authorizer == "always_ok":
+            argv = [sys.executable, str(BENCH_DIR / "always_ok.py"), "--port", str(self.grpc_port),
+                    "--loop", config.loop]  # fmt: skip
+            if config.burn_us:
+                argv += ["--burn-us", str(config.burn_us)]
+            return argv
+        if config.authorizer == "extauthz":
             argv = [
                 sys.executable, "-m", "extauthz", "serve", "--config", str(self.policies),
                 "--namespace", "istio-system", "--labels", "app=istio-ingressgateway",
@@ -165,9 +179,8 @@ class Stack(ProcessGroup):
             ]  # fmt: skip
             if self.decision_log != "default":  # default: serve's own (no flag at all)
                 argv += ["--decision-log", self.decision_log]
-            process = self._add("authorizer", argv, config.extauthz_tree)
-            process.start()
-            process.wait_until(answers_200(f"http://127.0.0.1:{self.http_port}/readyz"))
+            return argv
+        return []
 
     def envoy_config(self) -> dict[str, Any]:
         config = self.configuration

@@ -164,3 +164,23 @@ def test_run_measures_d_from_another_tree(tmp_path: Path) -> None:
     report = json.loads(results.read_text())
     assert f"from {tree}" in report["machine"]["extauthz"]
     assert all(row["is_as_expected"] for row in report["rows"]), done.stdout
+
+
+def test_run_adds_a_burning_floor(tmp_path: Path) -> None:
+    """bench/run.py --burn-us: the uvloop floor that spends N µs of CPU per Check runs the
+    cached token beside the floor, and its ratio to the floor is reported (not looked at)."""
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--configs", "c-uvloop", "--scenarios", "rs256-cached",
+         "--burn-us", "50", "--duration", "1", "--pool-size", "200", "--json", str(results)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(results.read_text())
+    wrk = {row["config"]: row for row in report["rows"] if row["tool"] == "wrk"}
+    assert set(wrk) == {"c-uvloop", "c-burn50"}
+    assert all(row["is_as_expected"] for row in wrk.values()), done.stdout
+    assert ("rs256-cached", "c-burn50", "c-uvloop") in {
+        (r["scenario"], r["numerator"], r["denominator"]) for r in report["ratios"]
+    }
+    assert report["settings"]["burns_us"] == [50]

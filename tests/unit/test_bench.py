@@ -365,3 +365,56 @@ def test_plot_draws_the_wrk_rows_of_known_configurations_grouped_by_scenario() -
     assert {r["config"] for r in chosen} == {"d", "c-uvloop"}  # (a) is not drawn
     assert all(r["tool"] == "wrk" for r in chosen)
     assert plot.grouped(chosen) == (["rs256-cached", "malformed-fresh"], ["c-uvloop", "d"])
+
+
+# -- the burning floor: a Check of known cost ---------------------------------------------------
+def test_always_ok_spends_the_cpu_it_is_asked_for() -> None:
+    """Each Check of `always_ok.py --burn-us N` uses at least N µs of its thread's CPU before
+    it answers (a lower bound on work done, not a timing: waiting for a core never counts)."""
+    import asyncio
+    import time
+
+    from bench import always_ok
+
+    servicer = always_ok.AlwaysOk(burn_us=2000)
+    request = external_auth_pb2.CheckRequest()
+
+    async def three() -> list[external_auth_pb2.CheckResponse]:
+        return [await servicer.Check(request, None) for _ in range(3)]
+
+    before = time.thread_time()
+    answers = asyncio.run(three())
+    assert time.thread_time() - before >= 3 * 2000e-6
+    assert all(answer is always_ok.OK for answer in answers)
+    with pytest.raises(SystemExit):
+        always_ok.main(["--port", "1", "--burn-us", "-1"])
+
+
+def test_burning_floors_run_the_cached_token_with_their_cost(tmp_path: Path) -> None:
+    from bench import run
+    from bench.stack import Stack
+
+    chosen = {c.key: c for c in run.configurations((), (10, 25))}
+    assert chosen["c-burn10"].burn_us == 10
+    assert chosen["c-burn10"].only == ("rs256-cached",)
+    assert chosen["c-burn25"].loop == chosen["c-uvloop"].loop == "uvloop"
+
+    def argv(key: str) -> list[str]:
+        return Stack(chosen[key], tmp_path, "{}", tmp_path / "policies.yaml").authorizer_argv()
+
+    burning = argv("c-burn25")
+    assert burning[burning.index("--burn-us") + 1] == "25"
+    assert "--burn-us" not in argv("c-uvloop")
+    assert run._burns(run._parser(), " 10, 25,10,") == (10, 25)
+    for refused in ("x", "0", "-5", "2.5", "100001"):
+        with pytest.raises(SystemExit):
+            run._burns(run._parser(), refused)
+
+
+def test_table_shows_extauthz_mean_check() -> None:
+    timed = dataclasses.replace(
+        _row("d", "rs256-cached", 1000, 0.02), detail={"extauthz_mean_check_s": 31.25e-6}
+    )
+    table = report.format_table([timed, _row("c-uvloop", "rs256-cached", 1000, 0.02)])
+    assert "Check µs" in table
+    assert " 31.2 " in table.splitlines()[2]
