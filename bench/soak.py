@@ -5,7 +5,11 @@ rewritten every 30 s, so a new configuration generation is loaded and the old on
 its remembered answers) must be let go.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--interval 10] [--warm-up 30]
-                                   [--reload-every 30]
+                                   [--reload-every 30] [--scenario rs256-fresh]
+
+`--scenario` picks the pool: `rs256-fresh` (the default: new valid tokens fill the verified
+token cache and the remembered answers), `es256-fresh`, or a flood of 401s, `malformed-fresh`
+and `badsig-fresh` (the rejection caches and the failed-signature cache).
 
 Prints one line per sample (time, RSS, change since the first sample after warm-up, Checks
 answered) and a summary. A benchmark, not a test: it prints, it does not assert.
@@ -27,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import loadgen, scenarios
 from bench.scenarios import PATH
 from bench.stack import Configuration, Stack, extauthz_loop
+
+# The pools a soak can send: a new token on every request, valid or not.
+SOAK_SCENARIOS = ("rs256-fresh", "es256-fresh", "malformed-fresh", "badsig-fresh")
 
 
 def rss_bytes(pid: int) -> int:
@@ -50,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reload-every", type=float, default=30.0, help="seconds between policy rewrites (0: none)"
     )
+    parser.add_argument(
+        "--scenario",
+        choices=SOAK_SCENARIOS,
+        default="rs256-fresh",
+        help="the pool of tokens, one per request (default rs256-fresh)",
+    )
     args = parser.parse_args(argv)
     loadgen.ensure_tools()
     workdir = Path(tempfile.mkdtemp(prefix="extauthz-soak-"))
-    material = scenarios.prepare(workdir, ("rs256-fresh",))
-    fresh = material.scenario("rs256-fresh")
+    material = scenarios.prepare(workdir, (args.scenario,))
+    fresh = material.scenario(args.scenario)
     assert fresh.token_file is not None
     configuration = Configuration("d", "(d) Envoy -> extauthz", "extauthz", extauthz_loop())
     with Stack(configuration, workdir, material.jwks, material.policies) as stack:
@@ -94,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS after warm-up {first / 1e6:.1f} MB, at the end {end / 1e6:.1f} MB "
             f"({change_percent(first, end):+.1f} %), highest {highest / 1e6:.1f} MB "
             f"({change_percent(first, highest):+.1f} %), over {_checks(stack) - checks_before:,} "
-            f"Checks with a fresh RS256 token each, {reloads} policy rewrites (generation "
+            f"Checks with a new token each ({fresh.label}, {fresh.expected}), {reloads} policy "
+            f"rewrites (generation "
             f"{_generation(stack)} at the end)"
         )
     return 0

@@ -353,6 +353,18 @@ def test_soak_reads_rss_from_proc() -> None:
     del ballast
 
 
+@pytest.mark.parametrize("key", ["rs256-fresh", "es256-fresh", "malformed-fresh", "badsig-fresh"])
+def test_soak_sends_a_pool_of_new_tokens_for_each_of_its_scenarios(
+    key: str, tmp_path: Path
+) -> None:
+    from bench import scenarios, soak
+
+    assert key in soak.SOAK_SCENARIOS
+    chosen = scenarios.prepare(tmp_path, (key,), pool_size=5).scenario(key)
+    assert chosen.token_file is not None and chosen.token_file.is_file()
+    assert chosen.is_fresh
+
+
 def test_plot_draws_the_wrk_rows_of_known_configurations_grouped_by_scenario() -> None:
     """bench/plot.py's choice of bars (the drawing itself needs matplotlib: make pictures)."""
     rows = [
