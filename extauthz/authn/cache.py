@@ -54,6 +54,14 @@ class TokenCache:
         self.malformed: BoundedCache[tuple[int, MalformedKey], tuple[ProviderSet, AuthnResult]]
         self.malformed = BoundedCache(MAX_MALFORMED, max_entry_cost=MAX_MALFORMED_TOKENS)
 
+    def forget_providers(self) -> None:
+        """Drop the outcomes kept for ProviderSets (accepted and unparsable tokens). After a
+        reload no ProviderSet of the old configuration is used again, so these entries
+        could never match; each would keep its ProviderSet, and with it the old rules and
+        inline keys, alive until evicted (up to 10,000 entries, one reload's worth each)."""
+        self.outcomes.clear()
+        self.malformed.clear()
+
     def get(self, token: str, keys: KeySet) -> Jwt | None:
         entry = self.lookup(token)
         return entry[1] if entry is not None and entry[0] is keys else None

@@ -56,6 +56,12 @@ class AcceptedOutcomes:
             return None
         return outcome.result
 
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def put(self, providers: ProviderSet, tokens: TokensKey, result: AuthnResult) -> None:
         """Remember an accepted `result`, which carries its Validity. Not when the tokens
         are long: one valid token lets a request pass with other, invalid tokens beside it

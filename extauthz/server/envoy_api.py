@@ -462,6 +462,9 @@ class Responses:
             max_entries, max_entry_cost=MAX_KEPT_DENIAL_CHARS
         )
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def get(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         """The CheckResponse for a decision (built once per distinct outcome; never mutate
         it)."""

@@ -128,8 +128,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         try:
             generation = self._store.generation
             if generation is not self._generation:
-                self.memo.clear()  # drop the old generation's answers (and let it go)
+                # Drop what was kept for the old generation, so that it can go: its answers,
+                # snapshots, authentication outcomes and 401s could never be used again.
+                self.memo.clear()
                 self._route_snapshots.clear()
+                self._cache.forget_providers()
+                self._rejections.clear()
+                self._rejected.clear()
+                self._responses.clear()
                 self._generation = generation
                 self._default_snapshot = self._store.current
             attributes = request.attributes
